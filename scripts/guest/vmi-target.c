@@ -1,0 +1,81 @@
+/*
+ * vmi-target: a process with known contents, started by the fixture guest's init.
+ *
+ * The fixture's tests look for these values in a memory dump and compare them
+ * with what the guest said about itself, so every value here is deliberate:
+ *
+ *  - VMI-HEAP-SECRET-<pid>: a malloc'd string (heap, so in [heap] of a static
+ *    binary), different per process, to check per-process translation.
+ *  - vmi_data_secret: an initialized, writable global, so it lands in .data
+ *    (not .rodata, not .bss) and is backed by the binary's file mapping.
+ *  - vmi_counter: a 64-bit counter in .data that the main thread bumps about
+ *    every 10 ms, so a live reader can watch memory change.
+ *  - --threads N: N extra threads that only sleep, so the task has several
+ *    threads (task->signal->thread list, /proc/PID/task).
+ *
+ * It prints exactly one line,
+ *   VMI-TARGET pid=<pid> heap=0x<va> data=0x<va> counter=0x<va> threads=<N>
+ * flushes stdout and then runs forever. Any other arguments are accepted and
+ * ignored, so the fixture can give each instance a known command line.
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Not const, not static: keep it in .data and keep its symbol. */
+__attribute__((used)) char vmi_data_secret[] = "VMI-DATA-SECRET";
+
+/* Initialized to a non-zero value so the counter lives in .data, not .bss. */
+#define VMI_COUNTER_START 0x1000000ULL
+__attribute__((used)) volatile uint64_t vmi_counter = VMI_COUNTER_START;
+
+static void *sleeper(void *arg)
+{
+    (void)arg;
+    for (;;)
+        pause();
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    long threads = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+            threads = strtol(argv[++i], NULL, 10);
+    }
+    if (threads < 0 || threads > 64)
+        threads = 0;
+
+    /* 128 bytes: comfortably above the 64 the tests may assume. */
+    char *heap = malloc(128);
+    if (!heap)
+        return 1;
+    memset(heap, 0, 128);
+    snprintf(heap, 128, "VMI-HEAP-SECRET-%d", (int)getpid());
+
+    /* Start the threads before printing, so the line is only printed once the
+     * process has its final shape. */
+    for (long i = 0; i < threads; i++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, sleeper, NULL) != 0) {
+            fprintf(stderr, "vmi-target: pthread_create failed\n");
+            return 1;
+        }
+    }
+
+    printf("VMI-TARGET pid=%d heap=%p data=%p counter=%p threads=%ld\n",
+           (int)getpid(), (void *)heap, (void *)vmi_data_secret,
+           (void *)&vmi_counter, threads);
+    fflush(stdout);
+
+    const struct timespec tick = { .tv_sec = 0, .tv_nsec = 10 * 1000 * 1000 };
+    for (;;) {
+        nanosleep(&tick, NULL);
+        vmi_counter++;
+    }
+}

@@ -1,0 +1,231 @@
+//! Error types of vmi-core, one enum per domain. The doc comment of each variant is its message.
+
+use std::path::PathBuf;
+
+use crate::addr::{Pa, Va};
+use crate::arch::PagingLevel;
+
+/// Reading or writing guest-physical memory failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MemoryError {
+    /// The range is not backed by the target's memory map.
+    #[error("physical range {pa}..+{len:#x} is outside the target's memory map")]
+    OutOfRange {
+        /// First address of the requested range.
+        pa: Pa,
+        /// Length of the requested range.
+        len: u64,
+    },
+    /// The backend failed to read the range.
+    #[error("reading physical {pa}: {source}")]
+    Io {
+        /// The address being read.
+        pa: Pa,
+        /// What the backend reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A virtual address could not be translated.
+    #[error(transparent)]
+    Translation(#[from] TranslationError),
+    /// The target does not support writes, or writes were not enabled.
+    #[error("the target is read-only (writes need a writable backend and --write)")]
+    ReadOnly,
+}
+
+/// Translating a virtual address failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TranslationError {
+    /// A paging-structure entry on the walk is not present.
+    #[error("{va} is not mapped: {level} entry {entry:#x} is not present")]
+    NotPresent {
+        /// The address being translated.
+        va: Va,
+        /// The level whose entry is not present.
+        level: PagingLevel,
+        /// The raw entry.
+        entry: u64,
+    },
+    /// A paging-structure entry sets bits the paging mode reserves.
+    #[error("{va}: {level} entry {entry:#x} sets reserved bits {reserved:#x}")]
+    ReservedBits {
+        /// The address being translated.
+        va: Va,
+        /// The level whose entry is malformed.
+        level: PagingLevel,
+        /// The raw entry.
+        entry: u64,
+        /// The reserved bits that are set.
+        reserved: u64,
+    },
+    /// The address is not canonical for the paging mode.
+    #[error("{va} is not canonical in {mode} paging")]
+    NonCanonical {
+        /// The address being translated.
+        va: Va,
+        /// The paging mode.
+        mode: crate::arch::PagingMode,
+    },
+    /// A paging structure lies outside guest memory.
+    #[error("{va}: {level} table entry at {entry_pa} cannot be read ({reason})")]
+    TableUnreadable {
+        /// The address being translated.
+        va: Va,
+        /// The level of the table.
+        level: PagingLevel,
+        /// The physical address of the entry.
+        entry_pa: Pa,
+        /// Why it could not be read (the memory error's message).
+        reason: String,
+    },
+}
+
+impl TranslationError {
+    /// The virtual address whose translation failed.
+    pub fn va(&self) -> Va {
+        match self {
+            TranslationError::NotPresent { va, .. }
+            | TranslationError::ReservedBits { va, .. }
+            | TranslationError::NonCanonical { va, .. }
+            | TranslationError::TableUnreadable { va, .. } => *va,
+        }
+    }
+}
+
+/// Reading vCPU state failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VcpuError {
+    /// The vCPU index is out of range.
+    #[error("vCPU {index} does not exist (the target has {count})")]
+    NoSuchVcpu {
+        /// The requested index.
+        index: usize,
+        /// How many vCPUs the target has.
+        count: usize,
+    },
+    /// The backend could not fetch the registers.
+    #[error("reading vCPU {index} registers: {source}")]
+    Io {
+        /// The vCPU.
+        index: usize,
+        /// What the backend reported.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Loading or querying symbols and types failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProfileError {
+    /// A profile file could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An `.xz` file could not be decompressed.
+    #[error("decompressing {path}: {reason}")]
+    Xz {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// An ISF document is not valid JSON or does not follow the ISF schema.
+    #[error("ISF JSON is malformed: {0}")]
+    IsfJson(#[from] serde_json::Error),
+    /// An ISF document has a field the schema does not allow.
+    #[error("ISF {what} `{name}` is malformed: {reason}")]
+    IsfSchema {
+        /// What kind of item (symbol, user type, field, ...).
+        what: &'static str,
+        /// The item's name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An ISF document's major format version is not supported.
+    #[error("ISF format version {found} is not supported (vmi reads major versions 4 to 6)")]
+    IsfVersion {
+        /// The version string found.
+        found: String,
+    },
+    /// A System.map line does not parse.
+    #[error("System.map line {line}: {reason}")]
+    SystemMap {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The file is neither an ISF nor a System.map.
+    #[error("{path} is neither a Volatility 3 ISF (.json, .json.xz) nor a System.map")]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A symbol the caller needs is missing.
+    #[error("symbol `{0}` is not in the profile")]
+    MissingSymbol(String),
+    /// A type the caller needs is missing.
+    #[error("type `{0}` is not in the profile")]
+    MissingType(String),
+    /// A field the caller needs is missing.
+    #[error("type `{ty}` has no field `{field}` in the profile")]
+    MissingField {
+        /// The struct or union.
+        ty: String,
+        /// The field.
+        field: String,
+    },
+}
+
+/// Opening a target or composing a session failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// No target was given.
+    #[error("no target given: pass --target SPEC or set $VMI_TARGET")]
+    NoTarget,
+    /// No registered backend accepts the spec.
+    #[error("no backend accepts target `{spec}` (registered backends: {registered})")]
+    NoBackend {
+        /// The spec.
+        spec: String,
+        /// Names of the registered backends.
+        registered: String,
+    },
+    /// The backend that accepts the spec failed to open it.
+    #[error("{backend} backend: {source}")]
+    Backend {
+        /// The backend's name.
+        backend: &'static str,
+        /// The backend's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The target cannot provide vCPU registers.
+    #[error("target `{spec}` provides no vCPU registers")]
+    NoRegisters {
+        /// The spec.
+        spec: String,
+    },
+    /// Reading vCPU state failed.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// The vCPU registers describe no paging mode vmi understands.
+    #[error("vCPU {vcpu}: {reason}")]
+    PagingMode {
+        /// The vCPU.
+        vcpu: usize,
+        /// Why the mode could not be determined.
+        reason: &'static str,
+    },
+}

@@ -1,0 +1,241 @@
+//! Symbols and types: one [`Profile`] API fed by several sources.
+//!
+//! Sources now: Volatility 3 ISF JSON (`.json`, `.json.xz`) and System.map. OS crates add
+//! in-memory sources (kallsyms, BTF, PDB) by building a `Profile` with [`Profile::insert_symbol`]
+//! and [`Profile::insert_type`]. Analyses resolve what they need once, into typed offset
+//! structs, and never look names up on hot paths.
+
+pub mod isf;
+mod system_map;
+
+use std::path::Path;
+
+use rustc_hash::FxHashMap;
+
+use crate::error::ProfileError;
+
+/// A reference to a type, as a field or symbol has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TypeRef {
+    /// A base type (`int`, `unsigned long`, `char`, ...).
+    Base(String),
+    /// A struct, by name.
+    Struct(String),
+    /// A union, by name.
+    Union(String),
+    /// An enum, by name.
+    Enum(String),
+    /// A pointer to something.
+    Pointer(Box<TypeRef>),
+    /// A fixed-size array.
+    Array {
+        /// Element count.
+        count: u64,
+        /// Element type.
+        element: Box<TypeRef>,
+    },
+    /// A bitfield inside an integer.
+    Bitfield {
+        /// First bit.
+        position: u32,
+        /// Width in bits.
+        length: u32,
+        /// The integer holding it.
+        storage: Box<TypeRef>,
+    },
+    /// A function (pointers to functions point here).
+    Function,
+    /// `void` or a type the source does not describe.
+    Void,
+}
+
+/// A field of a struct or union.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    /// Byte offset from the start of the containing type.
+    pub offset: u64,
+    /// The field's type.
+    pub ty: TypeRef,
+}
+
+/// Whether a user type is a struct or a union.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserTypeKind {
+    /// A struct.
+    Struct,
+    /// A union.
+    Union,
+}
+
+/// A struct or union.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserType {
+    /// Struct or union.
+    pub kind: UserTypeKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Fields by name.
+    pub fields: FxHashMap<String, Field>,
+}
+
+/// A symbol: a link-time address and, where the source knows it, a type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Symbol {
+    /// The address as the source gives it (link-time; callers add the KASLR slide).
+    pub address: u64,
+    /// The symbol's type, if known.
+    pub ty: Option<TypeRef>,
+}
+
+/// Symbols and types of one kernel build.
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    symbols: FxHashMap<String, Symbol>,
+    user_types: FxHashMap<String, UserType>,
+    base_types: FxHashMap<String, u64>,
+    enums: FxHashMap<String, u64>,
+    /// Where the profile came from, for messages.
+    pub source: String,
+}
+
+impl Profile {
+    /// An empty profile described by `source`.
+    pub fn new(source: impl Into<String>) -> Self {
+        Self {
+            source: source.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Loads an ISF (`.json` or `.json.xz`, detected from content) or a System.map.
+    pub fn from_path(path: &Path) -> Result<Self, ProfileError> {
+        let bytes = std::fs::read(path).map_err(|source| ProfileError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let bytes = if bytes.starts_with(b"\xfd7zXZ\0") {
+            let mut out = Vec::new();
+            lzma_rs::xz_decompress(&mut &bytes[..], &mut out).map_err(|e| ProfileError::Xz {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+            out
+        } else {
+            bytes
+        };
+        let source = path.display().to_string();
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first == Some(&b'{') {
+            let mut p = isf::parse(&bytes)?;
+            p.source = source;
+            Ok(p)
+        } else if system_map::looks_like(&bytes) {
+            let mut p = system_map::parse(&bytes)?;
+            p.source = source;
+            Ok(p)
+        } else {
+            Err(ProfileError::UnknownFormat {
+                path: path.to_owned(),
+            })
+        }
+    }
+
+    /// Parses a System.map (`ADDRESS TYPE NAME` per line).
+    pub fn from_system_map(text: &[u8]) -> Result<Self, ProfileError> {
+        system_map::parse(text)
+    }
+
+    /// Parses a Volatility 3 ISF document.
+    pub fn from_isf(json: &[u8]) -> Result<Self, ProfileError> {
+        isf::parse(json)
+    }
+
+    /// Adds or replaces a symbol.
+    pub fn insert_symbol(&mut self, name: impl Into<String>, symbol: Symbol) {
+        self.symbols.insert(name.into(), symbol);
+    }
+
+    /// Adds or replaces a struct or union.
+    pub fn insert_type(&mut self, name: impl Into<String>, ty: UserType) {
+        self.user_types.insert(name.into(), ty);
+    }
+
+    /// Adds or replaces a base type's size.
+    pub fn insert_base_type(&mut self, name: impl Into<String>, size: u64) {
+        self.base_types.insert(name.into(), size);
+    }
+
+    /// Adds or replaces an enum's size.
+    pub fn insert_enum(&mut self, name: impl Into<String>, size: u64) {
+        self.enums.insert(name.into(), size);
+    }
+
+    /// A symbol by name.
+    pub fn symbol(&self, name: &str) -> Option<&Symbol> {
+        self.symbols.get(name)
+    }
+
+    /// A symbol's address, or an error naming it.
+    pub fn symbol_address(&self, name: &str) -> Result<u64, ProfileError> {
+        self.symbol(name)
+            .map(|s| s.address)
+            .ok_or_else(|| ProfileError::MissingSymbol(name.to_owned()))
+    }
+
+    /// All symbols.
+    pub fn symbols(&self) -> impl Iterator<Item = (&str, &Symbol)> {
+        self.symbols.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Number of symbols.
+    pub fn symbol_count(&self) -> usize {
+        self.symbols.len()
+    }
+
+    /// A struct or union by name.
+    pub fn user_type(&self, name: &str) -> Option<&UserType> {
+        self.user_types.get(name)
+    }
+
+    /// All structs and unions.
+    pub fn user_types(&self) -> impl Iterator<Item = (&str, &UserType)> {
+        self.user_types.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Size of a struct or union, or an error naming it.
+    pub fn struct_size(&self, name: &str) -> Result<u64, ProfileError> {
+        self.user_type(name)
+            .map(|t| t.size)
+            .ok_or_else(|| ProfileError::MissingType(name.to_owned()))
+    }
+
+    /// A field of a struct or union, or an error naming what is missing.
+    pub fn field(&self, ty: &str, field: &str) -> Result<&Field, ProfileError> {
+        let t = self
+            .user_type(ty)
+            .ok_or_else(|| ProfileError::MissingType(ty.to_owned()))?;
+        t.fields.get(field).ok_or_else(|| ProfileError::MissingField {
+            ty: ty.to_owned(),
+            field: field.to_owned(),
+        })
+    }
+
+    /// Byte offset of a field, or an error naming what is missing.
+    pub fn field_offset(&self, ty: &str, field: &str) -> Result<u64, ProfileError> {
+        self.field(ty, field).map(|f| f.offset)
+    }
+
+    /// Size in bytes of a type reference, where the profile knows it (pointers are 8 bytes).
+    pub fn type_size(&self, ty: &TypeRef) -> Option<u64> {
+        match ty {
+            TypeRef::Base(n) => self.base_types.get(n).copied(),
+            TypeRef::Struct(n) | TypeRef::Union(n) => self.user_type(n).map(|t| t.size),
+            TypeRef::Enum(n) => self.enums.get(n).copied(),
+            TypeRef::Pointer(_) => Some(8),
+            TypeRef::Array { count, element } => self.type_size(element)?.checked_mul(*count),
+            TypeRef::Bitfield { storage, .. } => self.type_size(storage),
+            TypeRef::Function | TypeRef::Void => None,
+        }
+    }
+}

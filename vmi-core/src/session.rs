@@ -1,0 +1,221 @@
+//! A session: one target, composed at run time from a spec through the registry.
+
+use std::sync::Arc;
+
+use crate::addr::Va;
+use crate::arch::{AddressSpace, Architecture, PageWalk, PagingMode, Translation};
+use crate::cache::{PageCache, Tlb};
+use crate::error::{SessionError, TranslationError};
+use crate::memory::{PhysicalMemory, PhysicalMemoryWrite};
+use crate::os::OsProfile;
+use crate::registry::{self, BoxError, OpenOptions, SpecMatch};
+use crate::vcpu::{VcpuRegisters, VmControl, X86Registers};
+use crate::virt::VirtualMemory;
+
+/// TLB size: 2^14 entries covers 64 MiB of 4 KiB pages, more than an analysis touches.
+const TLB_BITS: u32 = 14;
+/// Page cache size for backends with expensive reads: 16 MiB.
+const PAGE_CACHE_PAGES: usize = 4096;
+
+/// What a backend hands to a session: the capabilities it has, nothing it lacks.
+pub struct Target {
+    /// The backend's name.
+    pub backend: &'static str,
+    /// The format or transport ("elf-core", "raw", "lime", "qmp", ...).
+    pub format: String,
+    /// Physical memory (every target has it).
+    pub memory: Arc<dyn PhysicalMemory>,
+    /// vCPU registers, if the target has them.
+    pub registers: Option<Arc<dyn VcpuRegisters>>,
+    /// Pause/resume, for live targets.
+    pub control: Option<Arc<dyn VmControl>>,
+    /// Writes, when opened with `--write` on a backend that can write.
+    pub writer: Option<Arc<dyn PhysicalMemoryWrite>>,
+    /// Whether reads are expensive enough to put a page cache in front of them.
+    pub slow_reads: bool,
+    /// Backend-specific facts for `vmi info`, as (key, value) pairs.
+    pub details: Vec<(String, String)>,
+}
+
+/// A guest being introspected: memory, vCPUs, paging and (once detected) its OS.
+pub struct Session {
+    spec: String,
+    target: Target,
+    memory: Arc<dyn PhysicalMemory>,
+    arch: Tlb<Box<dyn Architecture>>,
+    os: Option<Box<dyn OsProfile>>,
+}
+
+impl Session {
+    /// Opens `spec` with the first registered backend that accepts it.
+    ///
+    /// A spec `PREFIX:REST` goes to the backend registered under `PREFIX`; any other spec goes
+    /// to a backend that takes plain paths (the file backend).
+    pub fn open(spec: &str, options: &OpenOptions) -> Result<Session, SessionError> {
+        if spec.is_empty() {
+            return Err(SessionError::NoTarget);
+        }
+        let backends = registry::BACKENDS.items();
+        let prefixed = spec.split_once(':').and_then(|(prefix, rest)| {
+            backends
+                .iter()
+                .find(|b| match b.spec {
+                    SpecMatch::Prefix(p) | SpecMatch::PrefixOrPath(p) => p == prefix,
+                })
+                .map(|b| (*b, rest))
+        });
+        let chosen = prefixed.or_else(|| {
+            backends
+                .iter()
+                .find(|b| matches!(b.spec, SpecMatch::PrefixOrPath(_)))
+                .map(|b| (*b, spec))
+        });
+        let Some((backend, rest)) = chosen else {
+            return Err(SessionError::NoBackend {
+                spec: spec.to_owned(),
+                registered: backends
+                    .iter()
+                    .map(|b| b.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        let target = (backend.open)(rest, options).map_err(|source| SessionError::Backend {
+            backend: backend.name,
+            source,
+        })?;
+        let arch = registry::ARCHITECTURES
+            .items()
+            .first()
+            .map(|a| (a.make)())
+            .ok_or_else(|| SessionError::Backend {
+                backend: backend.name,
+                source: "no architecture is registered (link vmi-arch-x86)".into(),
+            })?;
+        Ok(Session::from_target(spec, target, arch))
+    }
+
+    /// A session over an already opened target and a given architecture (tests, embedding).
+    pub fn from_target(spec: &str, target: Target, arch: Box<dyn Architecture>) -> Session {
+        let memory: Arc<dyn PhysicalMemory> = if target.slow_reads {
+            Arc::new(PageCache::new(target.memory.clone(), PAGE_CACHE_PAGES))
+        } else {
+            target.memory.clone()
+        };
+        Session {
+            spec: spec.to_owned(),
+            target,
+            memory,
+            arch: Tlb::new(arch, TLB_BITS),
+            os: None,
+        }
+    }
+
+    /// The spec this session was opened from.
+    pub fn spec(&self) -> &str {
+        &self.spec
+    }
+
+    /// The backend's name.
+    pub fn backend(&self) -> &'static str {
+        self.target.backend
+    }
+
+    /// The target's format or transport.
+    pub fn format(&self) -> &str {
+        &self.target.format
+    }
+
+    /// Backend-specific facts.
+    pub fn details(&self) -> &[(String, String)] {
+        &self.target.details
+    }
+
+    /// Guest-physical memory (behind a page cache where the backend is slow).
+    pub fn memory(&self) -> &dyn PhysicalMemory {
+        &*self.memory
+    }
+
+    /// Paging logic, behind the session's TLB.
+    pub fn architecture(&self) -> &dyn Architecture {
+        &self.arch
+    }
+
+    /// Writes, if the target was opened for writing and can write.
+    pub fn writer(&self) -> Option<&dyn PhysicalMemoryWrite> {
+        self.target.writer.as_deref()
+    }
+
+    /// Pause/resume, if the target is live.
+    pub fn control(&self) -> Option<&dyn VmControl> {
+        self.target.control.as_deref()
+    }
+
+    /// Number of vCPUs (0 if the target has no register state).
+    pub fn vcpu_count(&self) -> usize {
+        self.target.registers.as_ref().map_or(0, |r| r.vcpu_count())
+    }
+
+    /// Registers of vCPU `index`.
+    pub fn registers(&self, index: usize) -> Result<X86Registers, SessionError> {
+        let regs = self
+            .target
+            .registers
+            .as_ref()
+            .ok_or_else(|| SessionError::NoRegisters {
+                spec: self.spec.clone(),
+            })?;
+        Ok(regs.registers(index)?)
+    }
+
+    /// The address space vCPU `index` runs in (its CR3 and paging mode).
+    pub fn vcpu_address_space(&self, index: usize) -> Result<AddressSpace, SessionError> {
+        Ok(PagingMode::from_registers(&self.registers(index)?))
+    }
+
+    /// A reader of the virtual address space `space`.
+    pub fn virtual_memory(&self, space: AddressSpace) -> VirtualMemory<'_> {
+        VirtualMemory::new(&*self.memory, &self.arch, space)
+    }
+
+    /// Translates `va` in `space` (through the TLB).
+    pub fn translate(&self, space: AddressSpace, va: Va) -> Result<Translation, TranslationError> {
+        self.arch.translate(&*self.memory, space, va)
+    }
+
+    /// A full page walk of `va` in `space` (uncached).
+    pub fn walk(&self, space: AddressSpace, va: Va) -> PageWalk {
+        self.arch.walk(&*self.memory, space, va)
+    }
+
+    /// Drops every cache (TLB and page cache). Live targets call this on resume.
+    pub fn invalidate(&self) {
+        self.arch.flush();
+        self.memory.invalidate();
+    }
+
+    /// The bound OS profile, once [`Session::detect_os`] found one.
+    pub fn os(&self) -> Option<&dyn OsProfile> {
+        self.os.as_deref()
+    }
+
+    /// Tries each registered OS detector in turn and binds the first profile found.
+    /// Errors of detectors that recognised their OS but failed are returned; detectors that
+    /// do not recognise the guest are skipped.
+    pub fn detect_os(&mut self) -> Result<Option<&dyn OsProfile>, BoxError> {
+        if self.os.is_none() {
+            for detector in registry::OS_DETECTORS.items() {
+                if let Some(profile) = (detector.detect)(self)? {
+                    self.os = Some(profile);
+                    break;
+                }
+            }
+        }
+        Ok(self.os.as_deref())
+    }
+
+    /// Binds an OS profile built by the caller (e.g. from `--symbols`).
+    pub fn set_os(&mut self, profile: Box<dyn OsProfile>) {
+        self.os = Some(profile);
+    }
+}

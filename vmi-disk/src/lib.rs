@@ -1,0 +1,3 @@
+//! Disk images and filesystems of a guest, and change monitoring.
+//!
+//! Not yet implemented.
