@@ -1,1 +1,550 @@
-//! Memory dumps (being written).
+//! Memory dumps for vmi: raw images, ELF cores (QEMU `dump-guest-memory`, with vCPU state) and
+//! LiME images, memory-mapped and read through [`vmi_core::PhysicalMemory`].
+//!
+//! - [`Dump`]: opens a file, detects its format from its content (never from its name) and
+//!   hands a [`vmi_core::Target`] to a session; [`DumpFormat`] names the formats.
+//! - [`elf`]: a zero-copy, no-panic parser of ELF core files (program headers, notes);
+//!   [`elf::parse`] works on any `&[u8]`.
+//! - [`notes`]: NT_PRSTATUS, QEMU CPU state and VMCOREINFO notes, with their exact layouts.
+//! - [`registers`]: vCPU registers of an ELF core, and how EFER is inferred.
+//! - [`lime`]: the LiME parser ([`lime::parse`]) and writer ([`lime::write`]).
+//! - [`raw`]: when a file is taken as a raw image.
+//! - [`mapped`]: the region table and the [`vmi_core::PhysicalMemory`] read path.
+//! - [`error`]: [`DumpError`], one variant per malformation.
+//!
+//! The crate registers the `file` backend: a target spec `file:PATH`, or a bare path to an
+//! existing file, opens a dump. The spec has no options (a `?` or `:` may be part of a file
+//! name); [`Dump::open_as`] forces a format from code.
+//!
+//! # Formats and detection
+//!
+//! | content                         | format          | registers |
+//! |---------------------------------|-----------------|-----------|
+//! | `7f 45 4c 46` (ELF), `ET_CORE`  | `elf-core`      | from notes, if any |
+//! | `45 4d 69 4c` (LiME magic)      | `lime`          | none |
+//! | anything else, size a non-zero multiple of 4 KiB | `raw` (from physical 0) | none |
+//! | anything else                   | [`DumpError::UnknownFormat`] | |
+//!
+//! A file that starts like ELF or LiME but is malformed is an error, never a raw image.
+//!
+//! # Reads
+//!
+//! Memory is the file's bytes, found through a sorted table of physical regions. A read may
+//! cross from one region into a physically adjacent one; a read touching a hole (or the part
+//! of an ELF segment beyond `p_filesz`) is [`vmi_core::MemoryError::OutOfRange`], never zeros.
+//!
+//! ```no_run
+//! use vmi_backend_file::{Dump, DumpFormat};
+//! use vmi_core::{Pa, PhysicalMemoryExt};
+//!
+//! let dump = Dump::open("memory.elf")?;
+//! assert_eq!(dump.format(), DumpFormat::ElfCore);
+//! let word = dump.memory().read_u64(Pa::new(0x1000))?;
+//! if let Some(regs) = dump.registers() {
+//!     println!("{} vCPUs, vCPU 0 CR3 {:#x}", regs.vcpus().len(), regs.vcpus()[0].cr3);
+//! }
+//! let target = dump.into_target(); // for vmi_core::Session::from_target
+//! # let _ = (word, target);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod elf;
+pub mod error;
+pub mod lime;
+pub mod mapped;
+pub mod notes;
+pub mod raw;
+pub mod registers;
+
+#[cfg(test)]
+mod test_util;
+
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use vmi_core::registry::{BackendFactory, SpecMatch};
+use vmi_core::{BoxError, OpenOptions, PhysicalMemory, Target, VcpuRegisters};
+
+pub use error::DumpError;
+pub use mapped::{MappedMemory, RegionTable, Segment};
+pub use registers::DumpRegisters;
+
+/// The format of a dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DumpFormat {
+    /// A raw image of physical memory from address 0.
+    Raw,
+    /// An ELF core file (QEMU `dump-guest-memory`, Linux `/proc/vmcore`, ...).
+    ElfCore,
+    /// A LiME image.
+    Lime,
+}
+
+impl DumpFormat {
+    /// The format's name in `vmi info`: "raw", "elf-core" or "lime".
+    pub const fn name(self) -> &'static str {
+        match self {
+            DumpFormat::Raw => "raw",
+            DumpFormat::ElfCore => "elf-core",
+            DumpFormat::Lime => "lime",
+        }
+    }
+
+    /// The format announced by the first bytes of a file: ELF or LiME. Raw images have no
+    /// signature, so this never returns [`DumpFormat::Raw`].
+    pub fn detect(bytes: &[u8]) -> Option<DumpFormat> {
+        if elf::is_elf(bytes) {
+            Some(DumpFormat::ElfCore)
+        } else if lime::is_lime(bytes) {
+            Some(DumpFormat::Lime)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for DumpFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An opened memory dump.
+pub struct Dump {
+    format: DumpFormat,
+    memory: Arc<dyn PhysicalMemory>,
+    registers: Option<Arc<DumpRegisters>>,
+    vmcoreinfo: Option<String>,
+    details: Vec<(String, String)>,
+}
+
+/// What parsing a dump yields before its bytes are moved into the memory object.
+struct Parsed {
+    table: RegionTable,
+    registers: Option<DumpRegisters>,
+    vmcoreinfo: Option<String>,
+    details: Vec<(String, String)>,
+}
+
+impl Dump {
+    /// Opens the dump at `path`, detecting its format from its content.
+    pub fn open(path: impl AsRef<Path>) -> Result<Dump, DumpError> {
+        Self::open_inner(path.as_ref(), None)
+    }
+
+    /// Opens the dump at `path` as `format`, without detection: for a raw image that happens
+    /// to start with an ELF or LiME magic, or whose size is not a multiple of 4 KiB.
+    pub fn open_as(path: impl AsRef<Path>, format: DumpFormat) -> Result<Dump, DumpError> {
+        Self::open_inner(path.as_ref(), Some(format))
+    }
+
+    /// A dump over bytes already in memory (fuzzing, tests, dumps received over a network),
+    /// detected like [`Dump::open`].
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Dump, DumpError> {
+        Self::build(bytes, Path::new("<bytes>"), None)
+    }
+
+    fn open_inner(path: &Path, format: Option<DumpFormat>) -> Result<Dump, DumpError> {
+        let io = |source| DumpError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(DumpError::NotARegularFile {
+                path: path.to_owned(),
+            });
+        }
+        if meta.len() == 0 {
+            // An empty file cannot be mapped, and is no dump.
+            return Err(DumpError::UnknownFormat {
+                path: path.to_owned(),
+                len: 0,
+                first_bytes: String::new(),
+            });
+        }
+        // SAFETY: the map is read-only and is only ever read as plain bytes (`u8` has no
+        // invalid values, and nothing of it is reinterpreted as a typed Rust value: every
+        // field is decoded by value). The remaining hazard is another process changing the
+        // file while it is mapped. Dumps are files at rest, written once by QEMU, LiME or a
+        // copy; vmi documents that an open dump must not be modified. Should it happen anyway,
+        // a rewrite yields different bytes, which every parser and reader already treats as
+        // hostile data (bounds were checked against the mapping's fixed length, not against
+        // the content), and truncation makes the process fault with SIGBUS, not read out of
+        // bounds. Copying instead would cost the size of the dump in RAM (hundreds of MiB to
+        // many GiB); callers who prefer that use `Dump::from_bytes`.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        Self::build(map, path, format)
+    }
+
+    fn build<B>(bytes: B, path: &Path, format: Option<DumpFormat>) -> Result<Dump, DumpError>
+    where
+        B: AsRef<[u8]> + Send + Sync + 'static,
+    {
+        let data = bytes.as_ref();
+        let len = data.len() as u64;
+        let format = match format {
+            Some(f) => f,
+            None => DumpFormat::detect(data)
+                .or_else(|| raw::is_raw_candidate(len).then_some(DumpFormat::Raw))
+                .ok_or_else(|| DumpError::UnknownFormat {
+                    path: path.to_owned(),
+                    len,
+                    first_bytes: elf::hex_prefix(data),
+                })?,
+        };
+        let mut parsed = match format {
+            DumpFormat::Raw => parse_raw(data, path)?,
+            DumpFormat::ElfCore => parse_elf(data)?,
+            DumpFormat::Lime => parse_lime(data)?,
+        };
+        parsed
+            .details
+            .insert(0, ("path".into(), path.display().to_string()));
+        let memory = MappedMemory::new(bytes, parsed.table)?;
+        Ok(Dump {
+            format,
+            memory: Arc::new(memory),
+            registers: parsed.registers.map(Arc::new),
+            vmcoreinfo: parsed.vmcoreinfo,
+            details: parsed.details,
+        })
+    }
+
+    /// The dump's format.
+    pub fn format(&self) -> DumpFormat {
+        self.format
+    }
+
+    /// The text of the dump's VMCOREINFO note (Linux `KEY=VALUE` lines), if it has one.
+    pub fn vmcoreinfo(&self) -> Option<&str> {
+        self.vmcoreinfo.as_deref()
+    }
+
+    /// Guest-physical memory.
+    pub fn memory(&self) -> &dyn PhysicalMemory {
+        &*self.memory
+    }
+
+    /// vCPU registers (ELF cores with CPU notes only).
+    pub fn registers(&self) -> Option<&DumpRegisters> {
+        self.registers.as_deref()
+    }
+
+    /// Facts for `vmi info`, as (key, value) pairs.
+    pub fn details(&self) -> &[(String, String)] {
+        &self.details
+    }
+
+    /// The dump as a session target of the `file` backend.
+    pub fn into_target(self) -> Target {
+        Target {
+            backend: FILE_BACKEND.name,
+            format: self.format.name().to_owned(),
+            memory: self.memory,
+            registers: self.registers.map(|r| r as Arc<dyn VcpuRegisters>),
+            control: None,
+            writer: None,
+            slow_reads: false,
+            details: self.details,
+        }
+    }
+}
+
+impl fmt::Debug for Dump {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dump")
+            .field("format", &self.format)
+            .field("memory_map", &self.memory.memory_map())
+            .field("vcpus", &self.registers.as_ref().map(|r| r.vcpus().len()))
+            .field("vmcoreinfo", &self.vmcoreinfo.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_raw(data: &[u8], path: &Path) -> Result<Parsed, DumpError> {
+    let len = data.len() as u64;
+    if len == 0 {
+        return Err(DumpError::UnknownFormat {
+            path: PathBuf::from(path),
+            len,
+            first_bytes: String::new(),
+        });
+    }
+    Ok(Parsed {
+        table: RegionTable::identity(len)?,
+        registers: None,
+        vmcoreinfo: None,
+        details: vec![("size".into(), len.to_string())],
+    })
+}
+
+fn parse_lime(data: &[u8]) -> Result<Parsed, DumpError> {
+    let ranges = lime::parse(data)?;
+    let count = ranges.len();
+    let table = RegionTable::new(
+        ranges.iter().map(lime::LimeRange::segment).collect(),
+        data.len() as u64,
+    )?;
+    Ok(Parsed {
+        details: vec![
+            ("ranges".into(), count.to_string()),
+            ("regions".into(), table.memory_map().len().to_string()),
+        ],
+        table,
+        registers: None,
+        vmcoreinfo: None,
+    })
+}
+
+fn parse_elf(data: &[u8]) -> Result<Parsed, DumpError> {
+    let core = elf::parse(data)?;
+    let notes = notes::decode(&core.notes)?;
+    let registers = DumpRegisters::from_notes(&notes, core.machine == elf::EM_X86_64)?;
+    let table = RegionTable::new(core.segments(), data.len() as u64)?;
+
+    let class = match core.class {
+        elf::ElfClass::Elf32 => "ELF32",
+        elf::ElfClass::Elf64 => "ELF64",
+    };
+    let machine = if core.machine == elf::EM_X86_64 {
+        "x86-64"
+    } else {
+        "i386"
+    };
+    let mut note_summary = format!(
+        "{} QEMU CPU notes, {} NT_PRSTATUS",
+        notes.qemu.len(),
+        notes.prstatus.len()
+    );
+    if notes.vmcoreinfo.is_some() {
+        note_summary.push_str(", VMCOREINFO");
+    }
+    if notes.other > 0 {
+        note_summary.push_str(&format!(", {} other", notes.other));
+    }
+    let mut details = vec![
+        ("elf".into(), format!("{class} {machine}")),
+        ("segments".into(), core.loads.len().to_string()),
+        ("regions".into(), table.memory_map().len().to_string()),
+        ("notes".into(), note_summary),
+        (
+            "addresses".into(),
+            match core.address_source {
+                elf::AddressSource::PhysicalAddress => "p_paddr".into(),
+                elf::AddressSource::VirtualAddressFallback => "p_vaddr (every p_paddr is 0)".into(),
+            },
+        ),
+    ];
+    if !notes.qemu.is_empty() {
+        details.push((
+            "efer".into(),
+            "inferred: LME|LMA if CR0.PG, CR4.PAE and (CS.L or EM_X86_64)".into(),
+        ));
+    } else if !notes.prstatus.is_empty() {
+        details.push((
+            "control-registers".into(),
+            "absent (no QEMU CPU notes): CR0/CR3/CR4/EFER read as 0".into(),
+        ));
+    }
+    Ok(Parsed {
+        table,
+        registers,
+        vmcoreinfo: notes.vmcoreinfo,
+        details,
+    })
+}
+
+fn open_spec(rest: &str, _options: &OpenOptions) -> Result<Target, BoxError> {
+    // A dump is never writable: `writer` stays None and a write reports the target read-only.
+    Ok(Dump::open(rest)?.into_target())
+}
+
+/// The `file` backend: `file:PATH` or a bare path to an existing file.
+pub static FILE_BACKEND: BackendFactory = BackendFactory {
+    name: "file",
+    description: "memory dumps: ELF cores (QEMU dump-guest-memory), LiME, raw images",
+    spec: SpecMatch::PrefixOrPath("file"),
+    open: open_spec,
+};
+
+vmi_core::register_backend!(FILE_BACKEND);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{prstatus_x86_64, qemu_note, ElfBuilder, QemuFields};
+    use vmi_core::vcpu::RegisterSource;
+    use vmi_core::{MemoryError, Pa, PagingMode, PhysicalMemoryExt};
+
+    fn qemu_elf() -> Vec<u8> {
+        let q = qemu_note(&QemuFields {
+            cr: [0x8005_0033, 0, 0, 0x1000, 0x20],
+            cs_flags: 0x00af_9b00,
+            kernel_gs_base: Some(0),
+        });
+        ElfBuilder::new64()
+            .note(b"CORE", 1, &prstatus_x86_64(1, |i| i as u64))
+            .note(b"CORE", 1, &prstatus_x86_64(2, |i| i as u64))
+            .note(b"QEMU", 0, &q)
+            .note(b"QEMU", 0, &q)
+            .note(
+                b"VMCOREINFO",
+                0,
+                b"OSRELEASE=6.1.0-56-amd64\nPAGESIZE=4096\n",
+            )
+            .load(0, vec![0x11; 0x2000])
+            .load_memsz(0x10_0000, vec![0x22; 0x1000], 0x3000)
+            .build()
+    }
+
+    #[test]
+    fn elf_dump_end_to_end() {
+        let dump = Dump::from_bytes(qemu_elf()).unwrap();
+        assert_eq!(dump.format(), DumpFormat::ElfCore);
+        assert_eq!(
+            dump.vmcoreinfo(),
+            Some("OSRELEASE=6.1.0-56-amd64\nPAGESIZE=4096\n")
+        );
+        let mem = dump.memory();
+        assert_eq!(
+            mem.read_u64(Pa::new(0x1ff8)).unwrap(),
+            0x1111_1111_1111_1111
+        );
+        assert_eq!(mem.read_u32(Pa::new(0x10_0ffc)).unwrap(), 0x2222_2222);
+        // [p_filesz, p_memsz) is not backed.
+        assert!(matches!(
+            mem.read_u32(Pa::new(0x10_1000)),
+            Err(MemoryError::OutOfRange { .. })
+        ));
+        assert!(mem.read_u32(Pa::new(0x10_0ffe)).is_err());
+        assert_eq!(mem.total_bytes(), 0x3000);
+
+        let regs = dump.registers().unwrap();
+        assert_eq!(regs.vcpu_count(), 2);
+        let r = regs.registers(0).unwrap();
+        assert_eq!(r.cr3, 0x1000);
+        assert_eq!(r.efer_source, Some(RegisterSource::Inferred));
+        assert_eq!(PagingMode::from_registers(&r).mode, PagingMode::Ia32e4);
+
+        let details = dump.details().to_vec();
+        let get = |k: &str| {
+            details
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(
+            get("notes"),
+            Some("2 QEMU CPU notes, 2 NT_PRSTATUS, VMCOREINFO")
+        );
+        assert_eq!(get("segments"), Some("2"));
+        assert_eq!(get("path"), Some("<bytes>"));
+
+        let t = dump.into_target();
+        assert_eq!((t.backend, t.format.as_str()), ("file", "elf-core"));
+        assert_eq!(t.registers.unwrap().vcpu_count(), 2);
+        assert!(t.writer.is_none() && t.control.is_none() && !t.slow_reads);
+    }
+
+    #[test]
+    fn detection() {
+        // Raw: neither ELF nor LiME, size a multiple of 4 KiB.
+        let dump = Dump::from_bytes(vec![0x90; 0x2000]).unwrap();
+        assert_eq!(dump.format(), DumpFormat::Raw);
+        assert_eq!(
+            dump.memory().read_u64(Pa::new(0x1ff8)).unwrap(),
+            0x9090_9090_9090_9090
+        );
+        assert!(dump.memory().read_u64(Pa::new(0x1ffc)).is_err());
+        assert!(dump.registers().is_none());
+        // Odd-sized garbage.
+        match Dump::from_bytes(b"hello world\n".to_vec()).unwrap_err() {
+            DumpError::UnknownFormat {
+                len, first_bytes, ..
+            } => {
+                assert_eq!(len, 12);
+                assert!(first_bytes.starts_with("68 65 6c 6c 6f"));
+            }
+            e => panic!("{e}"),
+        }
+        assert!(matches!(
+            Dump::from_bytes(vec![]),
+            Err(DumpError::UnknownFormat { .. })
+        ));
+        // A 4 KiB file starting with the ELF magic is a (broken) ELF, never raw.
+        let mut fake = vec![0u8; 0x1000];
+        fake[..4].copy_from_slice(b"\x7fELF");
+        assert!(matches!(
+            Dump::from_bytes(fake),
+            Err(DumpError::UnsupportedElfClass { .. })
+        ));
+        let mut lime = Vec::new();
+        lime::write_range(&mut lime, Pa::new(0x1000), &[1; 0x1000]).unwrap();
+        let dump = Dump::from_bytes(lime).unwrap();
+        assert_eq!(dump.format(), DumpFormat::Lime);
+        assert_eq!(
+            dump.memory().read_u32(Pa::new(0x1000)).unwrap(),
+            0x0101_0101
+        );
+    }
+
+    #[test]
+    fn open_files_and_spec() {
+        let dir =
+            std::env::temp_dir().join(format!("vmi-backend-file-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let elf = dir.join("guest.bin");
+        std::fs::write(&elf, qemu_elf()).unwrap();
+        let dump = Dump::open(&elf).unwrap();
+        assert_eq!(dump.format(), DumpFormat::ElfCore);
+        let t = open_spec(elf.to_str().unwrap(), &OpenOptions::default()).unwrap();
+        assert_eq!(t.format, "elf-core");
+
+        let odd = dir.join("odd.raw");
+        std::fs::write(&odd, [0u8; 100]).unwrap();
+        assert!(matches!(
+            Dump::open(&odd),
+            Err(DumpError::UnknownFormat { len: 100, .. })
+        ));
+        let raw = Dump::open_as(&odd, DumpFormat::Raw).unwrap();
+        assert_eq!(raw.memory().memory_map()[0].len, 100);
+
+        let empty = dir.join("empty");
+        std::fs::write(&empty, []).unwrap();
+        assert!(matches!(
+            Dump::open(&empty),
+            Err(DumpError::UnknownFormat { len: 0, .. })
+        ));
+        assert!(matches!(
+            Dump::open(&dir),
+            Err(DumpError::NotARegularFile { .. })
+        ));
+        assert!(matches!(
+            Dump::open(dir.join("missing")),
+            Err(DumpError::Io { .. })
+        ));
+        let err = open_spec(
+            dir.join("missing").to_str().unwrap(),
+            &OpenOptions::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("missing"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn backend_is_registered() {
+        let names: Vec<&str> = vmi_core::registry::BACKENDS
+            .items()
+            .iter()
+            .map(|b| b.name)
+            .collect();
+        assert!(names.contains(&"file"), "{names:?}");
+    }
+}

@@ -53,7 +53,7 @@ pub use os::{OsInfo, OsProfile};
 pub use profile::Profile;
 pub use registry::{BoxError, OpenOptions};
 pub use session::{Session, Target};
-pub use vcpu::{SegmentRegister, VcpuRegisters, VmControl, X86Registers};
+pub use vcpu::{RegisterSource, SegmentRegister, VcpuRegisters, VmControl, X86Registers};
 pub use virt::VirtualMemory;
 
 #[doc(hidden)]

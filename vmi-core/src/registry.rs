@@ -43,6 +43,9 @@ pub struct BackendFactory {
     pub open: fn(rest: &str, options: &OpenOptions) -> Result<Target, BoxError>,
 }
 
+/// What an OS detector runs: `Ok(None)` when the guest is not its OS.
+pub type DetectFn = fn(&Session) -> Result<Option<Box<dyn OsProfile>>, BoxError>;
+
 /// An OS detector: recognises a guest OS and binds its profile.
 pub struct OsDetector {
     /// Short name ("linux", "windows").
@@ -50,7 +53,7 @@ pub struct OsDetector {
     /// One line for `vmi --help` and `vmi info`.
     pub description: &'static str,
     /// Returns `Ok(None)` when the guest is not this OS.
-    pub detect: fn(&Session) -> Result<Option<Box<dyn OsProfile>>, BoxError>,
+    pub detect: DetectFn,
 }
 
 /// An architecture: the paging logic for vCPUs of one instruction set.
@@ -170,7 +173,7 @@ macro_rules! __register {
         const _: () = {
             static NODE: $crate::registry::Registration<$ty> =
                 $crate::registry::Registration::new(&$item);
-            #[::vmi_core::__private::ctor(unsafe, crate_path = ::vmi_core::__private::ctor)]
+            #[::vmi_core::__private::ctor::ctor(unsafe, crate_path = ::vmi_core::__private::ctor)]
             fn register() {
                 $registry.submit(&NODE);
             }
