@@ -1,1 +1,97 @@
-//! Shared helpers of the vmi benchmarks.
+//! Shared set-up of the vmi benchmarks: synthetic address spaces with every page of a RAM
+//! image mapped, seeded address lists, and the real-guest dump to measure on.
+
+use std::path::PathBuf;
+
+use vmi_arch_x86::testing::{PageTableBuilder, SplitMix64};
+use vmi_core::memory::BufferMemory;
+use vmi_core::{AddressSpace, Pa, PageSize, PagingMode, Permissions, Va};
+
+/// Where the synthetic RAM image is mapped: the start of the Linux direct map on 4-level
+/// paging, canonical in both 4- and 5-level modes.
+pub const DIRECT_MAP: u64 = 0xffff_8880_0000_0000;
+
+/// A synthetic guest: `ram_bytes` of RAM, all of it mapped with 4 KiB pages at
+/// [`DIRECT_MAP`] (the page tables live in the same memory, as in a real guest).
+pub struct SyntheticGuest {
+    /// Guest memory (page tables and data).
+    pub memory: BufferMemory,
+    /// The address space that maps it.
+    pub space: AddressSpace,
+    /// Bytes mapped from [`DIRECT_MAP`].
+    pub mapped_bytes: u64,
+}
+
+impl SyntheticGuest {
+    /// Builds the guest. 512 MiB of RAM takes 131072 page-table entries.
+    pub fn new(mode: PagingMode, ram_bytes: u64) -> Self {
+        // Room for the page tables after the mapped RAM: one table per 2 MiB plus the upper
+        // levels.
+        let tables = ram_bytes / (2 << 20) + 64;
+        let total = ram_bytes + tables * 4096;
+        let mut builder = PageTableBuilder::new(
+            mode,
+            usize::try_from(total).expect("benchmark image fits in memory"),
+        );
+        let rw = Permissions {
+            writable: true,
+            user: false,
+            executable: false,
+        };
+        for page in 0..ram_bytes / 4096 {
+            let off = page * 4096;
+            builder
+                .map(
+                    Va::new(DIRECT_MAP + off),
+                    Pa::new(off),
+                    PageSize::Size4K,
+                    rw,
+                )
+                .expect("mapping the synthetic direct map");
+        }
+        let space = builder.space();
+        Self {
+            memory: builder.into_memory(),
+            space,
+            mapped_bytes: ram_bytes,
+        }
+    }
+}
+
+/// `count` seeded 8-byte-aligned addresses in `[base, base + span - 8]`.
+pub fn seeded_addresses(seed: u64, base: u64, span: u64, count: usize) -> Vec<Va> {
+    let mut rng = SplitMix64::new(seed);
+    (0..count)
+        .map(|_| Va::new(base + (rng.below(span / 8 - 1) * 8)))
+        .collect()
+}
+
+/// The real guest to measure on: `$VMI_BENCH_GUEST`, else the first complete 6.1 guest with
+/// 5-level paging in the fixture cache. `None` if there is none (the real-dump benchmarks are
+/// then skipped with a message).
+pub fn real_guest() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("VMI_BENCH_GUEST") {
+        return Some(PathBuf::from(dir));
+    }
+    let cache = std::env::var_os("VMI_FIXTURES_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+            Some(base.join("vmi-fixtures"))
+        })?;
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cache.join("guests"))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("COMPLETE").exists())
+        .collect();
+    dirs.sort();
+    dirs.iter()
+        .find(|p| {
+            let name = p.to_string_lossy();
+            name.contains("6.1.0-") && name.ends_with("-l5")
+        })
+        .or(dirs.first())
+        .cloned()
+}

@@ -1,1 +1,75 @@
-fn main() {}
+//! `vmi`: introspect a guest VM from a memory dump or a live target.
+//!
+//! The command line is a stable contract (see the project README and DESIGN.md): scripts and
+//! tests rely on the command names, options and JSON fields. This binary is a thin shell over
+//! the vmi libraries; every analysis lives in a library crate.
+
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+// Link the registered crates: their `ctor` registrations run only if the crate is linked.
+use vmi_arch_x86 as _;
+use vmi_backend_file as _;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// Human-readable tables.
+    Table,
+    /// One JSON document on stdout.
+    Json,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vmi",
+    version,
+    about = "Virtual machine introspection: read a guest's state from a memory dump or a live VM",
+    after_help = commands::registered_help()
+)]
+struct Cli {
+    /// The target: a dump path (format detected from content), file:PATH, qemu:QMP_SOCKET or
+    /// xen:NAME|ID (each needs its backend). Default: $VMI_TARGET.
+    #[arg(long, global = true, env = "VMI_TARGET", value_name = "SPEC")]
+    target: Option<String>,
+    /// Symbols and types: a Volatility 3 ISF (.json, .json.xz) or a System.map. May repeat.
+    #[arg(long, global = true, value_name = "PATH")]
+    symbols: Vec<std::path::PathBuf>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Pause a live guest while the command runs, for a consistent view (dumps are always
+    /// consistent).
+    #[arg(long, global = true)]
+    pause: bool,
+    /// Allow writes to guest memory (live targets only).
+    #[arg(long, global = true)]
+    write: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Backend, format, memory, vCPUs, paging mode and (once an OS is detected) the guest OS.
+    Info,
+    /// Translate a virtual address and show every paging level's entry.
+    Translate(commands::translate::Args),
+    /// Hex-dump guest memory: virtual through a vCPU's address space, or physical.
+    Read(commands::read::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            output::print_error(err.as_ref());
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -202,7 +202,10 @@ mod tests {
         let va = Va::new(0xffff_8000_0020_1234);
         assert_eq!(va.page_offset(PageSize::Size4K), 0x234);
         assert_eq!(va.page_offset(PageSize::Size2M), 0x1234);
-        assert_eq!(va.align_down(PageSize::Size2M), Va::new(0xffff_8000_0020_0000));
+        assert_eq!(
+            va.align_down(PageSize::Size2M),
+            Va::new(0xffff_8000_0020_0000)
+        );
         assert!(Va::new(0x4000_0000).is_aligned(PageSize::Size1G));
         assert_eq!(Gfn::from_pa(Pa::new(0x12345)), Gfn::new(0x12));
         assert_eq!(Gfn::new(0x12).to_pa(), Some(Pa::new(0x12000)));

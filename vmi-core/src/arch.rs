@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 
 use serde::Serialize;
 
-use crate::addr::{PageSize, Pa, Va};
+use crate::addr::{Pa, PageSize, Va};
 use crate::error::TranslationError;
 use crate::memory::PhysicalMemory;
 use crate::vcpu::X86Registers;

@@ -80,16 +80,31 @@ pub enum TranslationError {
         /// Why it could not be read (the memory error's message).
         reason: String,
     },
+    /// Enumerating mappings stopped at its bound on paging structures read (hostile or
+    /// enormous page tables).
+    #[error("enumeration stopped at {va}: the limit of {limit} paging structures was reached")]
+    LimitReached {
+        /// Where enumeration stopped.
+        va: Va,
+        /// The bound.
+        limit: usize,
+    },
 }
 
 impl TranslationError {
+    /// Whether this error is the bound on enumeration work rather than a fault in the tables.
+    pub fn is_limit(&self) -> bool {
+        matches!(self, TranslationError::LimitReached { .. })
+    }
+
     /// The virtual address whose translation failed.
     pub fn va(&self) -> Va {
         match self {
             TranslationError::NotPresent { va, .. }
             | TranslationError::ReservedBits { va, .. }
             | TranslationError::NonCanonical { va, .. }
-            | TranslationError::TableUnreadable { va, .. } => *va,
+            | TranslationError::TableUnreadable { va, .. }
+            | TranslationError::LimitReached { va, .. } => *va,
         }
     }
 }

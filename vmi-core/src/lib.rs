@@ -41,7 +41,7 @@ pub mod session;
 pub mod vcpu;
 pub mod virt;
 
-pub use addr::{Gfn, PageSize, Pa, Va};
+pub use addr::{Gfn, Pa, PageSize, Va};
 pub use arch::{
     AddressSpace, Architecture, Mapping, PageWalk, PagingLevel, PagingMode, Permissions,
     Translation, WalkStep,

@@ -120,12 +120,19 @@ impl BufferMemory {
     }
 
     fn range(&self, pa: Pa, len: usize) -> Result<std::ops::Range<usize>, MemoryError> {
-        let out = MemoryError::OutOfRange { pa, len: len as u64 };
+        let out = MemoryError::OutOfRange {
+            pa,
+            len: len as u64,
+        };
         if !self.map[0].contains_range(pa, len as u64) {
             return Err(out);
         }
-        let off = usize::try_from(pa.offset_from(self.map[0].start).ok_or(out)?)
-            .map_err(|_| MemoryError::OutOfRange { pa, len: len as u64 })?;
+        let off = usize::try_from(pa.offset_from(self.map[0].start).ok_or(out)?).map_err(|_| {
+            MemoryError::OutOfRange {
+                pa,
+                len: len as u64,
+            }
+        })?;
         Ok(off..off + len)
     }
 }
@@ -167,7 +174,10 @@ mod tests {
 
     #[test]
     fn region_contains() {
-        let r = MemoryRegion { start: Pa::new(0x100), len: 0x100 };
+        let r = MemoryRegion {
+            start: Pa::new(0x100),
+            len: 0x100,
+        };
         assert!(r.contains_range(Pa::new(0x100), 0x100));
         assert!(!r.contains_range(Pa::new(0x101), 0x100));
         assert!(r.contains_range(Pa::new(0x200), 0));

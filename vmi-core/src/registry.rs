@@ -101,10 +101,12 @@ impl<T> Registry<T> {
         let mut head = self.head.load(Ordering::Acquire);
         loop {
             node.next.store(head, Ordering::Relaxed);
-            match self
-                .head
-                .compare_exchange_weak(head, node_ptr, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.head.compare_exchange_weak(
+                head,
+                node_ptr,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return,
                 Err(current) => head = current,
             }
@@ -146,7 +148,11 @@ pub static ARCHITECTURES: Registry<ArchitectureEntry> = Registry::new();
 #[macro_export]
 macro_rules! register_backend {
     ($factory:path) => {
-        $crate::__register!($crate::registry::BACKENDS, $crate::registry::BackendFactory, $factory);
+        $crate::__register!(
+            $crate::registry::BACKENDS,
+            $crate::registry::BackendFactory,
+            $factory
+        );
     };
 }
 
@@ -154,7 +160,11 @@ macro_rules! register_backend {
 #[macro_export]
 macro_rules! register_os_detector {
     ($detector:path) => {
-        $crate::__register!($crate::registry::OS_DETECTORS, $crate::registry::OsDetector, $detector);
+        $crate::__register!(
+            $crate::registry::OS_DETECTORS,
+            $crate::registry::OsDetector,
+            $detector
+        );
     };
 }
 
@@ -162,7 +172,11 @@ macro_rules! register_os_detector {
 #[macro_export]
 macro_rules! register_architecture {
     ($entry:path) => {
-        $crate::__register!($crate::registry::ARCHITECTURES, $crate::registry::ArchitectureEntry, $entry);
+        $crate::__register!(
+            $crate::registry::ARCHITECTURES,
+            $crate::registry::ArchitectureEntry,
+            $entry
+        );
     };
 }
 

@@ -16,7 +16,11 @@ pub struct VirtualMemory<'a> {
 
 impl<'a> VirtualMemory<'a> {
     /// A view of `space`.
-    pub fn new(mem: &'a dyn PhysicalMemory, arch: &'a dyn Architecture, space: AddressSpace) -> Self {
+    pub fn new(
+        mem: &'a dyn PhysicalMemory,
+        arch: &'a dyn Architecture,
+        space: AddressSpace,
+    ) -> Self {
         Self { mem, arch, space }
     }
 

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use rustc_hash::FxHashMap;
 
-use crate::addr::{Gfn, PageSize, Pa};
+use crate::addr::{Gfn, Pa, PageSize};
 use crate::error::MemoryError;
 use crate::memory::{MemoryRegion, PhysicalMemory};
 
@@ -95,12 +95,10 @@ impl<M: PhysicalMemory> PhysicalMemory for PageCache<M> {
         }
         let mut done = 0usize;
         while done < buf.len() {
-            let cur = pa
-                .checked_add(done as u64)
-                .ok_or(MemoryError::OutOfRange {
-                    pa,
-                    len: buf.len() as u64,
-                })?;
+            let cur = pa.checked_add(done as u64).ok_or(MemoryError::OutOfRange {
+                pa,
+                len: buf.len() as u64,
+            })?;
             let offset = cur.page_offset(PageSize::Size4K) as usize;
             let n = (PAGE - offset).min(buf.len() - done);
             let chunk = &mut buf[done..done + n];

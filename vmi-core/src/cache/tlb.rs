@@ -3,7 +3,7 @@
 use std::ops::ControlFlow;
 use std::sync::Mutex;
 
-use crate::addr::{PageSize, Pa, Va};
+use crate::addr::{Pa, PageSize, Va};
 use crate::arch::{AddressSpace, Architecture, PageWalk, PagingMode, Translation};
 use crate::error::TranslationError;
 use crate::memory::PhysicalMemory;
@@ -120,4 +120,3 @@ impl<A: Architecture> Architecture for Tlb<A> {
         self.inner.flush();
     }
 }
-

@@ -265,11 +265,17 @@ mod tests {
             parse(doc.as_bytes()),
             Err(ProfileError::IsfVersion { .. })
         ));
-        let doc = SMALL.replace("\"kind\": \"struct\", \"size\": 16", "\"kind\": \"blob\", \"size\": 16");
+        let doc = SMALL.replace(
+            "\"kind\": \"struct\", \"size\": 16",
+            "\"kind\": \"blob\", \"size\": 16",
+        );
         assert!(matches!(
             parse(doc.as_bytes()),
             Err(ProfileError::IsfSchema { .. })
         ));
-        assert!(matches!(parse(b"{\"metadata\": "), Err(ProfileError::IsfJson(_))));
+        assert!(matches!(
+            parse(b"{\"metadata\": "),
+            Err(ProfileError::IsfJson(_))
+        ));
     }
 }

@@ -215,10 +215,12 @@ impl Profile {
         let t = self
             .user_type(ty)
             .ok_or_else(|| ProfileError::MissingType(ty.to_owned()))?;
-        t.fields.get(field).ok_or_else(|| ProfileError::MissingField {
-            ty: ty.to_owned(),
-            field: field.to_owned(),
-        })
+        t.fields
+            .get(field)
+            .ok_or_else(|| ProfileError::MissingField {
+                ty: ty.to_owned(),
+                field: field.to_owned(),
+            })
     }
 
     /// Byte offset of a field, or an error naming what is missing.

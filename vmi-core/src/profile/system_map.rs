@@ -33,7 +33,11 @@ fn parse_line(line: &str) -> Result<(u64, char, &str), &'static str> {
 
 pub(super) fn parse(bytes: &[u8]) -> Result<Profile, ProfileError> {
     let text = std::str::from_utf8(bytes).map_err(|e| ProfileError::SystemMap {
-        line: bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1,
+        line: bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1,
         reason: "not UTF-8",
     })?;
     let mut profile = Profile::new("System.map");
@@ -42,7 +46,10 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Profile, ProfileError> {
             continue;
         }
         let (address, _kind, name) =
-            parse_line(line).map_err(|reason| ProfileError::SystemMap { line: i + 1, reason })?;
+            parse_line(line).map_err(|reason| ProfileError::SystemMap {
+                line: i + 1,
+                reason,
+            })?;
         // Keep the first definition: System.map lists duplicates of local symbols, and the
         // first is the one tools (and the kernel's own kallsyms lookups) resolve.
         profile
@@ -63,7 +70,10 @@ mod tests {
             b"ffffffff81000000 T _text\nffffffff82000100 D linux_banner\n\nffffffff81000000 T _stext\n",
         )
         .unwrap();
-        assert_eq!(p.symbol_address("linux_banner").unwrap(), 0xffff_ffff_8200_0100);
+        assert_eq!(
+            p.symbol_address("linux_banner").unwrap(),
+            0xffff_ffff_8200_0100
+        );
         assert_eq!(p.symbol_count(), 3);
         assert!(matches!(
             p.symbol_address("nope"),

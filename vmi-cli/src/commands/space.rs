@@ -1,0 +1,54 @@
+//! Choosing the address space a virtual address is read in.
+
+use vmi_core::{AddressSpace, BoxError, Pa, PagingMode, Session};
+
+use super::parse_u64;
+
+/// Options that select an address space.
+#[derive(Debug, clap::Args)]
+pub struct SpaceArgs {
+    /// Use this vCPU's CR3 and paging mode.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub vcpu: usize,
+    /// Walk this page-table root instead of the vCPU's CR3 (hex physical address).
+    #[arg(long, value_parser = parse_u64, value_name = "PA")]
+    pub dtb: Option<u64>,
+    /// Paging mode for --dtb when the target has no vCPU registers (raw and LiME dumps).
+    #[arg(long, value_parser = parse_mode, value_name = "MODE")]
+    pub paging_mode: Option<PagingMode>,
+}
+
+fn parse_mode(s: &str) -> Result<PagingMode, String> {
+    [
+        PagingMode::Legacy,
+        PagingMode::Pae,
+        PagingMode::Ia32e4,
+        PagingMode::Ia32e5,
+        PagingMode::Disabled,
+    ]
+    .into_iter()
+    .find(|m| m.name() == s)
+    .ok_or_else(|| format!("unknown paging mode `{s}` (legacy, pae, ia32e-4, ia32e-5, none)"))
+}
+
+impl SpaceArgs {
+    /// The address space these options name.
+    pub fn resolve(&self, session: &Session) -> Result<AddressSpace, BoxError> {
+        let from_vcpu = || session.vcpu_address_space(self.vcpu);
+        match (self.dtb, self.paging_mode) {
+            (Some(dtb), Some(mode)) => Ok(AddressSpace {
+                root: Pa::new(dtb),
+                mode,
+            }),
+            (Some(dtb), None) => Ok(AddressSpace {
+                root: Pa::new(dtb),
+                mode: from_vcpu()?.mode,
+            }),
+            (None, Some(mode)) => Ok(AddressSpace {
+                root: from_vcpu()?.root,
+                mode,
+            }),
+            (None, None) => Ok(from_vcpu()?),
+        }
+    }
+}
