@@ -1,54 +1,100 @@
 //! A translation cache over any [`Architecture`].
 
 use std::ops::ControlFlow;
-use std::sync::Mutex;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use crate::addr::{Pa, PageSize, Va};
-use crate::arch::{AddressSpace, Architecture, PageWalk, PagingMode, Translation};
+use crate::arch::{
+    AddressSpace, Architecture, Mapping, PageWalk, PagingMode, Permissions, Translation,
+};
 use crate::error::TranslationError;
 use crate::memory::PhysicalMemory;
 
-/// One cached translation of a 4 KiB virtual page.
-#[derive(Clone, Copy)]
+/// One cached translation of a 4 KiB virtual page, guarded by a per-entry sequence number
+/// (a seqlock): readers never block and never see a torn entry, writers that find an entry
+/// being written by another thread simply do not cache.
 struct Entry {
-    /// The address space root; `u64::MAX` marks an empty entry (no root is 2^64 - 1:
-    /// roots are page aligned).
-    root: u64,
-    mode: PagingMode,
-    vpn: u64,
-    translation: Translation,
+    /// Even: stable. Odd: being written.
+    seq: AtomicU64,
+    /// The address space root (page aligned, so never `u64::MAX`, the empty marker).
+    root: AtomicU64,
+    /// `vpn << 3 | mode`.
+    key: AtomicU64,
+    /// The 4 KiB frame of the translation | page size (bits 0-1) | permissions (bits 2-4).
+    value: AtomicU64,
 }
 
-const EMPTY: Entry = Entry {
-    root: u64::MAX,
-    mode: PagingMode::Disabled,
-    vpn: 0,
-    translation: Translation {
-        pa: Pa::new(0),
-        size: PageSize::Size4K,
-        perms: crate::arch::Permissions::ALL,
-    },
-};
+impl Entry {
+    fn empty() -> Self {
+        Self {
+            seq: AtomicU64::new(0),
+            root: AtomicU64::new(u64::MAX),
+            key: AtomicU64::new(0),
+            value: AtomicU64::new(0),
+        }
+    }
+}
+
+fn mode_tag(mode: PagingMode) -> u64 {
+    match mode {
+        PagingMode::Disabled => 0,
+        PagingMode::Legacy => 1,
+        PagingMode::Pae => 2,
+        PagingMode::Ia32e4 => 3,
+        PagingMode::Ia32e5 => 4,
+    }
+}
+
+fn encode(t: &Translation) -> u64 {
+    let size = match t.size {
+        PageSize::Size4K => 0,
+        PageSize::Size2M => 1,
+        PageSize::Size4M => 2,
+        PageSize::Size1G => 3,
+    };
+    let perms = u64::from(t.perms.writable) << 2
+        | u64::from(t.perms.user) << 3
+        | u64::from(t.perms.executable) << 4;
+    t.pa.align_down(PageSize::Size4K).raw() | perms | size
+}
+
+fn decode(value: u64, va: Va) -> Translation {
+    let size = match value & 3 {
+        0 => PageSize::Size4K,
+        1 => PageSize::Size2M,
+        2 => PageSize::Size4M,
+        _ => PageSize::Size1G,
+    };
+    Translation {
+        pa: Pa::new((value & !0xfff) | va.page_offset(PageSize::Size4K)),
+        size,
+        perms: Permissions {
+            writable: value & (1 << 2) != 0,
+            user: value & (1 << 3) != 0,
+            executable: value & (1 << 4) != 0,
+        },
+    }
+}
 
 /// A direct-mapped TLB keyed by (address space, 4 KiB virtual page), wrapping an
-/// [`Architecture`] and implementing it.
+/// [`Architecture`] and implementing it. Lock-free: lookups are a handful of atomic loads.
 ///
 /// Only successful translations are cached: a not-present page is re-walked, since guests map
 /// pages on demand. Callers flush on resume ([`Architecture::flush`]) and whenever they know
 /// page tables changed.
 pub struct Tlb<A> {
     inner: A,
-    entries: Mutex<Box<[Entry]>>,
+    entries: Box<[Entry]>,
     mask: usize,
 }
 
 impl<A: Architecture> Tlb<A> {
-    /// Wraps `inner` with `2^bits` entries.
+    /// Wraps `inner` with `2^bits` entries (at most 2^24).
     pub fn new(inner: A, bits: u32) -> Self {
         let n = 1usize << bits.min(24);
         Self {
             inner,
-            entries: Mutex::new(vec![EMPTY; n].into_boxed_slice()),
+            entries: (0..n).map(|_| Entry::empty()).collect(),
             mask: n - 1,
         }
     }
@@ -58,10 +104,37 @@ impl<A: Architecture> Tlb<A> {
         &self.inner
     }
 
-    fn slot(&self, root: u64, vpn: u64) -> usize {
+    fn slot(&self, root: u64, vpn: u64) -> &Entry {
         // Fold the root in so the same page in two address spaces lands in different slots.
         let h = vpn ^ (root >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (h as usize) & self.mask
+        &self.entries[(h as usize) & self.mask]
+    }
+
+    fn lookup(&self, e: &Entry, root: u64, key: u64) -> Option<u64> {
+        let s1 = e.seq.load(Ordering::Acquire);
+        if s1 & 1 != 0 {
+            return None;
+        }
+        let hit = e.root.load(Ordering::Relaxed) == root && e.key.load(Ordering::Relaxed) == key;
+        let value = e.value.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        (hit && e.seq.load(Ordering::Relaxed) == s1).then_some(value)
+    }
+
+    fn store(e: &Entry, root: u64, key: u64, value: u64) {
+        let s = e.seq.load(Ordering::Relaxed);
+        if s & 1 != 0
+            || e.seq
+                .compare_exchange(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+        {
+            return; // another thread is writing this slot: skip caching
+        }
+        fence(Ordering::Release);
+        e.root.store(root, Ordering::Relaxed);
+        e.key.store(key, Ordering::Relaxed);
+        e.value.store(value, Ordering::Relaxed);
+        e.seq.store(s + 2, Ordering::Release);
     }
 }
 
@@ -79,26 +152,13 @@ impl<A: Architecture> Architecture for Tlb<A> {
     ) -> Result<Translation, TranslationError> {
         let vpn = va.raw() >> PageSize::Size4K.shift();
         let root = space.root.raw();
-        let slot = self.slot(root, vpn);
-        {
-            let entries = super::lock(&self.entries);
-            let e = &entries[slot];
-            if e.root == root && e.vpn == vpn && e.mode == space.mode {
-                let t = e.translation;
-                // The cached entry's pa is for the page start; add this address's offset.
-                let base = t.pa.align_down(PageSize::Size4K);
-                let pa = Pa::new(base.raw() | va.page_offset(PageSize::Size4K));
-                return Ok(Translation { pa, ..t });
-            }
+        let key = vpn << 3 | mode_tag(space.mode);
+        let e = self.slot(root, vpn);
+        if let Some(value) = self.lookup(e, root, key) {
+            return Ok(decode(value, va));
         }
         let t = self.inner.translate(mem, space, va)?;
-        let entry = Entry {
-            root,
-            mode: space.mode,
-            vpn,
-            translation: t,
-        };
-        super::lock(&self.entries)[slot] = entry;
+        Self::store(e, root, key, encode(&t));
         Ok(t)
     }
 
@@ -110,13 +170,59 @@ impl<A: Architecture> Architecture for Tlb<A> {
         &self,
         mem: &dyn PhysicalMemory,
         space: AddressSpace,
-        visit: &mut dyn FnMut(Result<crate::arch::Mapping, TranslationError>) -> ControlFlow<()>,
+        visit: &mut dyn FnMut(Result<Mapping, TranslationError>) -> ControlFlow<()>,
     ) {
         self.inner.for_each_mapping(mem, space, visit)
     }
 
     fn flush(&self) {
-        super::lock(&self.entries).fill(EMPTY);
+        for e in self.entries.iter() {
+            // Unlike a fill, invalidation must not be skipped: wait out a concurrent writer
+            // (it holds the slot for three stores), then clear through the seqlock so a
+            // concurrent reader cannot mistake a half-cleared entry for a hit.
+            loop {
+                let s = e.seq.load(Ordering::Relaxed);
+                if s & 1 == 0
+                    && e.seq
+                        .compare_exchange(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    fence(Ordering::Release);
+                    e.root.store(u64::MAX, Ordering::Relaxed);
+                    e.seq.store(s + 2, Ordering::Release);
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
         self.inner.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode_round_trip() {
+        for size in [
+            PageSize::Size4K,
+            PageSize::Size2M,
+            PageSize::Size4M,
+            PageSize::Size1G,
+        ] {
+            for bits in 0..8u8 {
+                let t = Translation {
+                    pa: Pa::new(0x000f_ffff_ffff_f123),
+                    size,
+                    perms: Permissions {
+                        writable: bits & 1 != 0,
+                        user: bits & 2 != 0,
+                        executable: bits & 4 != 0,
+                    },
+                };
+                assert_eq!(decode(encode(&t), Va::new(0xffff_8000_0000_0123)), t);
+            }
+        }
     }
 }
