@@ -6,7 +6,7 @@
 //! right after them, and the file ends exactly after the last range. LiME itself and AVML
 //! write this format.
 //!
-//! [`write`] and [`write_range`] produce it (tests convert real ELF dumps into LiME this way).
+//! [`write()`] and [`write_range`] produce it (tests convert real ELF dumps into LiME this way).
 
 use std::io::{self, Write};
 

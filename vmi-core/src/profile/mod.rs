@@ -171,6 +171,25 @@ impl Profile {
         self.enums.insert(name.into(), size);
     }
 
+    /// Adds everything `other` has; where both have an item, `other`'s wins. Used to combine
+    /// sources, e.g. kallsyms symbols with BTF types.
+    pub fn merge(&mut self, other: Profile) {
+        self.symbols.extend(other.symbols);
+        self.user_types.extend(other.user_types);
+        self.base_types.extend(other.base_types);
+        self.enums.extend(other.enums);
+    }
+
+    /// Base types and their sizes.
+    pub fn base_types(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.base_types.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    /// Enums and their sizes.
+    pub fn enums(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.enums.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
     /// A symbol by name.
     pub fn symbol(&self, name: &str) -> Option<&Symbol> {
         self.symbols.get(name)
