@@ -89,8 +89,9 @@ impl<M: PhysicalMemory> PageCache<M> {
 impl<M: PhysicalMemory> PhysicalMemory for PageCache<M> {
     fn read(&self, pa: Pa, buf: &mut [u8]) -> Result<(), MemoryError> {
         // Large reads bypass the cache: caching them would evict the small hot structures
-        // (page tables, task structs) the cache exists for.
-        if buf.len() > PAGE {
+        // (page tables, task structs) the cache exists for. Empty reads go to the backend too,
+        // which decides whether an empty range at `pa` is inside its map.
+        if buf.len() > PAGE || buf.is_empty() {
             return self.inner.read(pa, buf);
         }
         let mut done = 0usize;

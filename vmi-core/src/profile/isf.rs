@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Field, Profile, Symbol, TypeRef, UserType, UserTypeKind};
+use super::{BaseKind, BaseType, Field, Profile, Symbol, TypeRef, UserType, UserTypeKind};
 use crate::error::ProfileError;
 
 /// A whole ISF document.
@@ -151,6 +151,127 @@ impl IsfType {
     }
 }
 
+impl IsfType {
+    /// The ISF descriptor of a [`TypeRef`].
+    pub fn from_type_ref(t: &TypeRef) -> IsfType {
+        match t {
+            TypeRef::Base(name) => IsfType::Base { name: name.clone() },
+            TypeRef::Struct(name) => IsfType::Struct { name: name.clone() },
+            TypeRef::Union(name) => IsfType::Union { name: name.clone() },
+            TypeRef::Enum(name) => IsfType::Enum { name: name.clone() },
+            TypeRef::Pointer(to) => IsfType::Pointer {
+                subtype: Box::new(IsfType::from_type_ref(to)),
+            },
+            TypeRef::Array { count, element } => IsfType::Array {
+                count: *count,
+                subtype: Box::new(IsfType::from_type_ref(element)),
+            },
+            TypeRef::Bitfield {
+                position,
+                length,
+                storage,
+            } => IsfType::Bitfield {
+                bit_position: *position,
+                bit_length: *length,
+                ty: Box::new(IsfType::from_type_ref(storage)),
+            },
+            TypeRef::Function => IsfType::Function {},
+            TypeRef::Void => IsfType::Base {
+                name: "void".to_owned(),
+            },
+        }
+    }
+}
+
+/// The ISF format version vmi writes.
+pub const WRITTEN_FORMAT: &str = "6.2.0";
+
+/// Writes `profile` as an ISF document: symbols at the profile's (link-time) addresses, user
+/// types, base types (plus the `pointer` and `void` base types Volatility expects) and enums
+/// (as sized placeholders: a profile keeps enum sizes, not constants). `metadata` is the
+/// caller's (producer, OS-specific identification).
+pub fn from_profile(profile: &Profile, metadata: serde_json::Value) -> IsfDocument {
+    let mut doc = IsfDocument {
+        metadata,
+        ..Default::default()
+    };
+    for (name, b) in profile.base_types() {
+        doc.base_types.insert(
+            name.to_owned(),
+            IsfBaseType {
+                size: b.size,
+                signed: b.signed,
+                kind: b.kind.isf_name().to_owned(),
+                endian: "little".to_owned(),
+            },
+        );
+    }
+    for (name, size, signed, kind) in [("pointer", 8, false, "int"), ("void", 0, false, "void")] {
+        doc.base_types
+            .entry(name.to_owned())
+            .or_insert_with(|| IsfBaseType {
+                size,
+                signed,
+                kind: kind.to_owned(),
+                endian: "little".to_owned(),
+            });
+    }
+    for (name, size) in profile.enums() {
+        let base = match size {
+            1 => "unsigned char",
+            2 => "unsigned short",
+            8 => "long unsigned int",
+            _ => "unsigned int",
+        };
+        doc.enums.insert(
+            name.to_owned(),
+            IsfEnum {
+                size,
+                base: base.to_owned(),
+                constants: BTreeMap::new(),
+            },
+        );
+    }
+    for (name, t) in profile.user_types() {
+        doc.user_types.insert(
+            name.to_owned(),
+            IsfUserType {
+                kind: match t.kind {
+                    UserTypeKind::Struct => "struct",
+                    UserTypeKind::Union => "union",
+                }
+                .to_owned(),
+                size: t.size,
+                fields: t
+                    .fields
+                    .iter()
+                    .map(|(f, field)| {
+                        (
+                            f.clone(),
+                            IsfField {
+                                offset: field.offset,
+                                ty: IsfType::from_type_ref(&field.ty),
+                                anonymous: false,
+                            },
+                        )
+                    })
+                    .collect(),
+            },
+        );
+    }
+    for (name, s) in profile.symbols() {
+        doc.symbols.insert(
+            name.to_owned(),
+            IsfSymbol {
+                address: s.address,
+                ty: s.ty.as_ref().map(IsfType::from_type_ref),
+                constant_data: None,
+            },
+        );
+    }
+    doc
+}
+
 /// The `metadata.format` major versions vmi reads.
 const SUPPORTED_MAJOR: std::ops::RangeInclusive<u64> = 4..=6;
 
@@ -170,7 +291,21 @@ pub fn parse(json: &[u8]) -> Result<Profile, ProfileError> {
     }
     let mut profile = Profile::new("ISF");
     for (name, b) in &doc.base_types {
-        profile.insert_base_type(name.clone(), b.size);
+        let kind = match b.kind.as_str() {
+            "char" => BaseKind::Char,
+            "bool" => BaseKind::Bool,
+            "float" => BaseKind::Float,
+            "void" => BaseKind::Void,
+            _ => BaseKind::Int,
+        };
+        profile.insert_base_type_info(
+            name.clone(),
+            BaseType {
+                size: b.size,
+                signed: b.signed,
+                kind,
+            },
+        );
     }
     for (name, e) in &doc.enums {
         profile.insert_enum(name.clone(), e.size);
@@ -256,6 +391,37 @@ mod tests {
             p.field_offset("task_struct", "nope"),
             Err(ProfileError::MissingField { .. })
         ));
+    }
+
+    #[test]
+    fn round_trips_through_from_profile() {
+        let p = parse(SMALL.as_bytes()).unwrap();
+        let doc = from_profile(&p, serde_json::json!({"format": WRITTEN_FORMAT}));
+        let again = parse(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        assert_eq!(
+            again.field("task_struct", "comm").unwrap(),
+            p.field("task_struct", "comm").unwrap()
+        );
+        assert_eq!(
+            again.field("task_struct", "flags").unwrap(),
+            p.field("task_struct", "flags").unwrap()
+        );
+        assert_eq!(again.symbol("init_task"), p.symbol("init_task"));
+        assert_eq!(again.struct_size("list_head").unwrap(), 16);
+        assert!(doc.base_types.contains_key("pointer"));
+    }
+
+    #[test]
+    fn access_recording_keeps_what_was_used() {
+        let mut p = parse(SMALL.as_bytes()).unwrap();
+        assert!(p.accessed_subset().is_none());
+        p.record_accesses();
+        p.field_offset("task_struct", "pid").unwrap();
+        p.symbol_address("init_task").unwrap();
+        let sub = p.accessed_subset().unwrap();
+        assert_eq!(sub.field_offset("task_struct", "pid").unwrap(), 1234);
+        assert!(sub.user_type("list_head").is_none());
+        assert_eq!(sub.symbol_count(), 1);
     }
 
     #[test]

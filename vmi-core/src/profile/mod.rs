@@ -88,13 +88,108 @@ pub struct Symbol {
     pub ty: Option<TypeRef>,
 }
 
+/// A base type: size, signedness and kind, as the ISF describes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseType {
+    /// Size in bytes.
+    pub size: u64,
+    /// Signedness.
+    pub signed: bool,
+    /// What it holds.
+    pub kind: BaseKind,
+}
+
+/// What a base type holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseKind {
+    /// An integer.
+    Int,
+    /// A character.
+    Char,
+    /// A boolean.
+    Bool,
+    /// A floating-point number.
+    Float,
+    /// `void`.
+    Void,
+}
+
+impl BaseKind {
+    /// The ISF spelling.
+    pub const fn isf_name(self) -> &'static str {
+        match self {
+            BaseKind::Int => "int",
+            BaseKind::Char => "char",
+            BaseKind::Bool => "bool",
+            BaseKind::Float => "float",
+            BaseKind::Void => "void",
+        }
+    }
+}
+
+impl BaseType {
+    /// A base type described by its C name and size alone (System.map-like sources): `char`
+    /// in the name makes a char, `_Bool`/`bool` a boolean, `float`/`double` a float, and
+    /// `unsigned` (or a leading `u`) makes it unsigned.
+    pub fn from_c_name(name: &str, size: u64) -> Self {
+        let kind = if name.contains("char") {
+            BaseKind::Char
+        } else if name.contains("_Bool") || name == "bool" {
+            BaseKind::Bool
+        } else if name.contains("float") || name.contains("double") {
+            BaseKind::Float
+        } else if name == "void" {
+            BaseKind::Void
+        } else {
+            BaseKind::Int
+        };
+        let signed =
+            !(name.contains("unsigned") || name.starts_with('u') || kind == BaseKind::Bool)
+                && kind != BaseKind::Void;
+        Self { size, signed, kind }
+    }
+}
+
+/// Which symbols and types were looked up, when recording is on (see
+/// [`Profile::record_accesses`]).
+#[derive(Default)]
+struct AccessLog(Option<std::sync::Mutex<Accessed>>);
+
+#[derive(Default)]
+struct Accessed {
+    symbols: rustc_hash::FxHashSet<String>,
+    types: rustc_hash::FxHashSet<String>,
+}
+
+impl AccessLog {
+    fn note(&self, f: impl FnOnce(&mut Accessed)) {
+        if let Some(m) = &self.0 {
+            f(&mut m.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    }
+}
+
+impl Clone for AccessLog {
+    /// A clone records on its own, starting empty.
+    fn clone(&self) -> Self {
+        Self(self.0.as_ref().map(|_| Default::default()))
+    }
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "recording" } else { "off" })
+    }
+}
+
 /// Symbols and types of one kernel build.
 #[derive(Debug, Clone, Default)]
 pub struct Profile {
     symbols: FxHashMap<String, Symbol>,
     user_types: FxHashMap<String, UserType>,
-    base_types: FxHashMap<String, u64>,
+    base_types: FxHashMap<String, BaseType>,
     enums: FxHashMap<String, u64>,
+    access_log: AccessLog,
     /// Where the profile came from, for messages.
     pub source: String,
 }
@@ -161,9 +256,44 @@ impl Profile {
         self.user_types.insert(name.into(), ty);
     }
 
-    /// Adds or replaces a base type's size.
+    /// Adds or replaces a base type known by name and size (kind and sign from the name).
     pub fn insert_base_type(&mut self, name: impl Into<String>, size: u64) {
-        self.base_types.insert(name.into(), size);
+        let name = name.into();
+        let ty = BaseType::from_c_name(&name, size);
+        self.base_types.insert(name, ty);
+    }
+
+    /// Adds or replaces a fully described base type.
+    pub fn insert_base_type_info(&mut self, name: impl Into<String>, ty: BaseType) {
+        self.base_types.insert(name.into(), ty);
+    }
+
+    /// Starts recording which symbols and types are looked up, so that
+    /// [`Profile::accessed_subset`] can later keep just those (a small profile cache).
+    pub fn record_accesses(&mut self) {
+        self.access_log = AccessLog(Some(Default::default()));
+    }
+
+    /// A profile with only the symbols and user types looked up since
+    /// [`Profile::record_accesses`] (all base types and enums, which are small), or `None` when
+    /// not recording.
+    pub fn accessed_subset(&self) -> Option<Profile> {
+        let log = self.access_log.0.as_ref()?;
+        let accessed = log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Profile::new(self.source.clone());
+        for name in &accessed.symbols {
+            if let Some(s) = self.symbols.get(name) {
+                out.symbols.insert(name.clone(), s.clone());
+            }
+        }
+        for name in &accessed.types {
+            if let Some(t) = self.user_types.get(name) {
+                out.user_types.insert(name.clone(), t.clone());
+            }
+        }
+        out.base_types = self.base_types.clone();
+        out.enums = self.enums.clone();
+        Some(out)
     }
 
     /// Adds or replaces an enum's size.
@@ -180,9 +310,9 @@ impl Profile {
         self.enums.extend(other.enums);
     }
 
-    /// Base types and their sizes.
-    pub fn base_types(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.base_types.iter().map(|(k, v)| (k.as_str(), *v))
+    /// Base types.
+    pub fn base_types(&self) -> impl Iterator<Item = (&str, &BaseType)> {
+        self.base_types.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// Enums and their sizes.
@@ -192,6 +322,9 @@ impl Profile {
 
     /// A symbol by name.
     pub fn symbol(&self, name: &str) -> Option<&Symbol> {
+        self.access_log.note(|a| {
+            a.symbols.insert(name.to_owned());
+        });
         self.symbols.get(name)
     }
 
@@ -214,6 +347,9 @@ impl Profile {
 
     /// A struct or union by name.
     pub fn user_type(&self, name: &str) -> Option<&UserType> {
+        self.access_log.note(|a| {
+            a.types.insert(name.to_owned());
+        });
         self.user_types.get(name)
     }
 
@@ -250,7 +386,7 @@ impl Profile {
     /// Size in bytes of a type reference, where the profile knows it (pointers are 8 bytes).
     pub fn type_size(&self, ty: &TypeRef) -> Option<u64> {
         match ty {
-            TypeRef::Base(n) => self.base_types.get(n).copied(),
+            TypeRef::Base(n) => self.base_types.get(n).map(|b| b.size),
             TypeRef::Struct(n) | TypeRef::Union(n) => self.user_type(n).map(|t| t.size),
             TypeRef::Enum(n) => self.enums.get(n).copied(),
             TypeRef::Pointer(_) => Some(8),
