@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 // Link the registered crates: their `ctor` registrations run only if the crate is linked.
 use vmi_arch_x86 as _;
 use vmi_backend_file as _;
+use vmi_os_linux as _;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,6 +62,15 @@ enum Command {
     Translate(commands::translate::Args),
     /// Hex-dump guest memory: virtual through a vCPU's address space, or physical.
     Read(commands::read::Args),
+    /// The run-time address of a kernel symbol.
+    Symbol(commands::linux::SymbolArgs),
+}
+
+impl Command {
+    /// Whether the command needs the guest OS detected first.
+    fn needs_os(&self) -> bool {
+        !matches!(self, Command::Translate(_) | Command::Read(_))
+    }
 }
 
 fn main() -> ExitCode {

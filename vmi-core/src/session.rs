@@ -151,6 +151,11 @@ impl Session {
         self.target.control.as_deref()
     }
 
+    /// A shared handle on pause/resume, for guards that must outlive a borrow of the session.
+    pub fn control_handle(&self) -> Option<Arc<dyn VmControl>> {
+        self.target.control.clone()
+    }
+
     /// Number of vCPUs (0 if the target has no register state).
     pub fn vcpu_count(&self) -> usize {
         self.target.registers.as_ref().map_or(0, |r| r.vcpu_count())

@@ -1,12 +1,15 @@
 //! One module per command; `run` opens the session and dispatches.
 
 pub mod info;
+pub mod linux;
 pub mod read;
 pub mod space;
 pub mod translate;
 
 use vmi_core::registry::{ARCHITECTURES, BACKENDS, OS_DETECTORS};
-use vmi_core::{BoxError, OpenOptions, Profile, Session, SessionError};
+use std::sync::Arc;
+
+use vmi_core::{BoxError, OpenOptions, Profile, Session, SessionError, VmControl};
 
 use crate::{Cli, Command};
 
@@ -14,23 +17,94 @@ use crate::{Cli, Command};
 pub fn run(cli: &Cli) -> Result<(), BoxError> {
     let spec = cli.target.as_deref().ok_or(SessionError::NoTarget)?;
     let options = OpenOptions { write: cli.write };
-    let session = Session::open(spec, &options)?;
+    let mut session = Session::open(spec, &options)?;
     let profiles = cli
         .symbols
         .iter()
         .map(|p| Profile::from_path(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let _paused = PauseGuard::new(&session, cli.pause)?;
+    // Pause before the OS is detected, so detection sees the same state as the command.
+    let _paused = PauseGuard::new(session.control_handle(), cli.pause)?;
+    if cli.command.needs_os() {
+        match bind_os(&mut session, &profiles, OsSource::CacheOrDiscovery) {
+            Ok(()) => {}
+            // `info` describes the target even when its OS cannot be analysed.
+            Err(e) if matches!(cli.command, Command::Info) => {
+                eprintln!("vmi: warning: guest OS not identified: {e}");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let result = dispatch(cli, &session, &profiles);
+    // A cached profile holds only what earlier runs used: when this command needs more,
+    // discover the full profile and run it again.
+    let result = match result {
+        Err(e) if missing_from_cached_profile(&session, &e) => {
+            bind_os(&mut session, &profiles, OsSource::Discovery)?;
+            dispatch(cli, &session, &profiles)
+        }
+        other => other,
+    };
+    if let Some(os) = vmi_os_linux::linux(&session) {
+        if let Err(e) = os.save_cache() {
+            eprintln!("vmi: warning: profile cache not written: {e}");
+        }
+    }
+    result
+}
+
+fn dispatch(cli: &Cli, session: &Session, profiles: &[Profile]) -> Result<(), BoxError> {
     let ctx = Context {
-        session: &session,
-        profiles: &profiles,
+        session,
+        profiles,
         format: cli.format,
     };
     match &cli.command {
         Command::Info => info::run(&ctx),
         Command::Translate(args) => translate::run(&ctx, args),
         Command::Read(args) => read::run(&ctx, args),
+        Command::Symbol(args) => linux::symbol(&ctx, args),
     }
+}
+
+#[derive(PartialEq, Eq)]
+enum OsSource {
+    CacheOrDiscovery,
+    Discovery,
+}
+
+/// Binds the guest's OS to the session: from `--symbols` when given, else through the
+/// registered detectors (Linux: the profile cache, else discovery).
+fn bind_os(session: &mut Session, profiles: &[Profile], source: OsSource) -> Result<(), BoxError> {
+    if !profiles.is_empty() {
+        let mut merged = Profile::new(
+            profiles
+                .iter()
+                .map(|p| p.source.as_str())
+                .collect::<Vec<_>>()
+                .join(" + "),
+        );
+        for p in profiles {
+            merged.merge(p.clone());
+        }
+        let space = linux::kernel_space(session)?;
+        let kernel = vmi_os_linux::discovery::from_profile(session, space, merged)?;
+        session.set_os(Box::new(vmi_os_linux::LinuxOs::new(kernel, false)));
+        return Ok(());
+    }
+    if source == OsSource::Discovery {
+        let os = vmi_os_linux::os::open(session, false)?;
+        session.set_os(Box::new(os));
+        return Ok(());
+    }
+    session.detect_os()?;
+    Ok(())
+}
+
+fn missing_from_cached_profile(session: &Session, e: &BoxError) -> bool {
+    vmi_os_linux::linux(session).is_some_and(|os| os.from_cache())
+        && e.downcast_ref::<vmi_os_linux::LinuxError>()
+            .is_some_and(|e| e.is_missing_profile_item())
 }
 
 /// What every command gets.
@@ -45,35 +119,31 @@ pub struct Context<'a> {
 
 /// Pauses a live guest for the command's duration and resumes it on every exit path
 /// (including errors, which drop the guard).
-struct PauseGuard<'a> {
-    session: Option<&'a Session>,
+struct PauseGuard {
+    control: Option<Arc<dyn VmControl>>,
 }
 
-impl<'a> PauseGuard<'a> {
-    fn new(session: &'a Session, pause: bool) -> Result<Self, BoxError> {
-        match session.control() {
+impl PauseGuard {
+    fn new(control: Option<Arc<dyn VmControl>>, pause: bool) -> Result<Self, BoxError> {
+        match control {
             Some(control) if pause => {
                 control.pause()?;
-                session.invalidate();
                 Ok(Self {
-                    session: Some(session),
+                    control: Some(control),
                 })
             }
             // A dump never changes: --pause is trivially satisfied.
-            _ => Ok(Self { session: None }),
+            _ => Ok(Self { control: None }),
         }
     }
 }
 
-impl Drop for PauseGuard<'_> {
+impl Drop for PauseGuard {
     fn drop(&mut self) {
-        if let Some(session) = self.session {
-            if let Some(control) = session.control() {
-                if let Err(e) = control.resume() {
-                    crate::output::print_error(&e);
-                }
+        if let Some(control) = &self.control {
+            if let Err(e) = control.resume() {
+                crate::output::print_error(&e);
             }
-            session.invalidate();
         }
     }
 }

@@ -1,0 +1,156 @@
+//! The on-disk profile cache: what discovery found, kept so the next run on the same kernel
+//! build skips it.
+//!
+//! The key is the kernel's banner (release, build number, compiler, build date), which names
+//! one build. The value is a small Volatility 3 ISF holding only the symbols and types the
+//! analyses looked up (see [`vmi_core::Profile::record_accesses`]): loading it takes a
+//! millisecond where discovery takes ~100. Addresses are link-time, so a cache entry is valid
+//! for every boot of that build; the KASLR slide is found anew each run (see [`find_slide`]).
+
+use std::path::PathBuf;
+
+use vmi_core::profile::isf;
+use vmi_core::{AddressSpace, PageSize, Profile, Session, Va};
+
+use crate::kernel::Kernel;
+
+/// Where cache files go: `$VMI_CACHE_DIR`, else `$XDG_CACHE_HOME/vmi`, else `~/.cache/vmi`.
+pub fn cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("VMI_CACHE_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("vmi"))
+}
+
+/// FNV-1a: a stable hash for file names (std's hasher is randomly keyed per process).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn release(banner: &str) -> &str {
+    banner
+        .strip_prefix("Linux version ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or("unknown")
+}
+
+/// The cache file for a banner: `linux-<release>-<hash of the whole banner>.json`.
+pub fn cache_path(banner: &str) -> Option<PathBuf> {
+    let safe: String = release(banner)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Some(cache_dir()?.join(format!(
+        "linux-{safe}-{:016x}.json",
+        fnv1a(banner.trim_end().as_bytes())
+    )))
+}
+
+/// Saves what `kernel`'s analyses used (its profile must be recording accesses), merged with
+/// what the cache already holds. Errors are returned for the caller to report as warnings: a
+/// cache that cannot be written only costs speed.
+pub fn save(kernel: &Kernel) -> std::io::Result<()> {
+    let Some(path) = cache_path(kernel.banner()) else {
+        return Ok(());
+    };
+    let Some(mut used) = kernel.profile().accessed_subset() else {
+        return Ok(());
+    };
+    // `linux_banner` is how the next run finds the slide: always keep it.
+    if let Some(s) = kernel.profile().symbol("linux_banner") {
+        used.insert_symbol("linux_banner", s.clone());
+    }
+    if let Some(mut old) = std::fs::read(&path)
+        .ok()
+        .and_then(|b| Profile::from_isf(&b).ok())
+    {
+        old.merge(used);
+        used = old;
+    }
+    let doc = isf::from_profile(
+        &used,
+        serde_json::json!({
+            "format": isf::WRITTEN_FORMAT,
+            "producer": {"name": "vmi", "version": env!("CARGO_PKG_VERSION")},
+            "vmi_banner": kernel.banner().trim_end(),
+        }),
+    );
+    let bytes = serde_json::to_vec(&doc).map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Write then rename, so a concurrent reader never sees half a file.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// The largest KASLR slide on x86-64: the kernel image lives in the 1 GiB above
+/// `__START_KERNEL_map`.
+const MAX_SLIDE: u64 = 1 << 30;
+
+/// Finds the KASLR slide of a kernel whose `linux_banner` is at `banner_link` (link-time)
+/// and starts with `want` (the whole banner, or just `Linux version `): tries each 2 MiB-aligned
+/// slide (KASLR's granularity) and keeps the first where it is found. At most 512 translations.
+pub fn find_slide(
+    session: &Session,
+    space: AddressSpace,
+    banner_link: u64,
+    want: &[u8],
+) -> Option<u64> {
+    let vm = session.virtual_memory(space);
+    let mut buf = vec![0u8; want.len()];
+    (0..MAX_SLIDE / PageSize::Size2M.bytes())
+        .map(|i| i * PageSize::Size2M.bytes())
+        .find(|&slide| {
+            let va = Va::new(banner_link.wrapping_add(slide));
+            vm.read_exact(va, &mut buf).is_ok() && buf == want
+        })
+}
+
+/// The cached kernel for this guest, if the cache has its build. Each entry names its banner
+/// and the banner's link-time address; the entry whose banner is found in memory under some
+/// slide is this guest's (no scan of the kernel image is needed).
+pub fn load(session: &Session, space: AddressSpace) -> Option<Kernel> {
+    let dir = cache_dir()?;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("linux-") && name.ends_with(".json")) {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(entry.path()) else {
+            continue;
+        };
+        let Ok(doc) = serde_json::from_slice::<isf::IsfDocument>(&bytes) else {
+            continue;
+        };
+        let Some(banner) = doc.metadata.get("vmi_banner").and_then(|b| b.as_str()) else {
+            continue;
+        };
+        let Some(link) = doc.symbols.get("linux_banner").map(|s| s.address) else {
+            continue;
+        };
+        let Some(slide) = find_slide(session, space, link, banner.trim_end().as_bytes()) else {
+            continue;
+        };
+        let Ok(mut profile) = Profile::from_isf(&bytes) else {
+            continue;
+        };
+        profile.source = format!("cache {}", entry.path().display());
+        profile.record_accesses();
+        return Some(Kernel::new(profile, slide, space, banner.to_owned()));
+    }
+    None
+}

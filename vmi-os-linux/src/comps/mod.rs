@@ -1,0 +1,9 @@
+//! Kernel structures, one file each: where their fields are (resolved once from the profile
+//! into typed offsets) and how to read them.
+
+pub mod file;
+pub mod mm;
+pub mod module;
+pub mod printk;
+pub mod task;
+pub mod vma;

@@ -1,0 +1,60 @@
+//! Errors of the Linux layer. Component errors (BTF, kallsyms) have their own enums in their
+//! modules and are wrapped here.
+
+use vmi_core::{MemoryError, ProfileError, Va};
+
+/// A Linux analysis failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinuxError {
+    /// A symbol or type the analysis needs is not in the profile.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// Guest memory could not be read.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// The kernel's symbol table could not be found or decoded.
+    #[error(transparent)]
+    Kallsyms(#[from] crate::kallsyms::KallsymsError),
+    /// The kernel's BTF could not be parsed.
+    #[error(transparent)]
+    Btf(#[from] crate::btf::BtfError),
+    /// A kernel list or tree did not end within its bound (a cycle or corruption).
+    #[error("{what} at {head}: no end after {limit} entries (cycle or corrupted list)")]
+    Unbounded {
+        /// What was being walked.
+        what: &'static str,
+        /// Where the walk started.
+        head: Va,
+        /// The bound.
+        limit: usize,
+    },
+    /// A kernel structure holds a value that cannot be right.
+    #[error("{what} at {at}: {reason}")]
+    Corrupt {
+        /// What structure.
+        what: &'static str,
+        /// Its address.
+        at: Va,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No process has this pid.
+    #[error("no process with pid {0}")]
+    NoSuchProcess(u32),
+}
+
+impl LinuxError {
+    /// Whether this error is a symbol, type or field missing from the profile: with a cached
+    /// (partial) profile, the cure is full discovery.
+    pub fn is_missing_profile_item(&self) -> bool {
+        matches!(
+            self,
+            LinuxError::Profile(
+                ProfileError::MissingSymbol(_)
+                    | ProfileError::MissingType(_)
+                    | ProfileError::MissingField { .. }
+            )
+        )
+    }
+}
