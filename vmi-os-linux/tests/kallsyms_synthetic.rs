@@ -4,11 +4,15 @@
 //! (real x86-64 page tables) in which the kernel image is located.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use proptest::prelude::*;
 use vmi_arch_x86::testing::PageTableBuilder;
 use vmi_arch_x86::X86;
-use vmi_core::{Pa, PageSize, PagingMode, Permissions, Va, VirtualMemory};
+use vmi_core::{
+    Pa, PageSize, PagingMode, Permissions, Session, Target, Va, VcpuError, VcpuRegisters,
+    VirtualMemory, X86Registers,
+};
 use vmi_os_linux::kallsyms::{
     Kallsyms, KallsymsError, KernelImage, TableLayout, TableOrder, MAX_SYMBOLS,
 };
@@ -492,6 +496,17 @@ fn decode_checks_a_tampered_layout() {
         Kallsyms::decode(b, &t),
         Err(KallsymsError::InconsistentTables { .. })
     ));
+    for f in [
+        |t: &mut TableLayout| t.markers = usize::MAX,
+        |t: &mut TableLayout| t.offsets = usize::MAX - 3,
+        |t: &mut TableLayout| t.token_table = usize::MAX - 5,
+        |t: &mut TableLayout| t.token_index = usize::MAX,
+        |t: &mut TableLayout| t.names = usize::MAX,
+    ] {
+        let mut t = l;
+        f(&mut t);
+        assert!(Kallsyms::decode(b, &t).is_err(), "{t:?}");
+    }
     let mut t = l;
     t.relative_base = 0;
     assert!(Kallsyms::decode(b, &t).is_err());
@@ -553,43 +568,52 @@ proptest! {
     }
 }
 
-/// A guest with real 4-level page tables: text (RX), .rodata (R, holding an early banner, the
-/// real one and the kallsyms tables) and .data (RW), 2 MiB pages at a KASLR address.
-#[test]
-fn kernel_located_in_a_synthetic_guest() {
-    let text_pa = 0x140_0000u64;
-    let mut b = PageTableBuilder::new(PagingMode::Ia32e4, 24 << 20);
-    let rx = Permissions {
-        writable: false,
+const TEXT_PA: u64 = 0x140_0000;
+const REAL_BANNER: &[u8] =
+    b"Linux version 6.12.0-test (me@host) (gcc 12) #1 SMP PREEMPT_DYNAMIC\n\0";
+
+fn perms(writable: bool, executable: bool) -> Permissions {
+    Permissions {
+        writable,
         user: false,
-        executable: true,
-    };
-    let ro = Permissions {
-        executable: false,
-        ..rx
-    };
-    let rw = Permissions {
-        writable: true,
-        ..ro
-    };
-    for (k, perms) in [rx, ro, rw].into_iter().enumerate() {
+        executable,
+    }
+}
+
+/// A guest with real 4-level page tables: text (RX), .rodata (R, holding an early banner, the
+/// real one and the kallsyms tables) and .data (RW), 2 MiB pages at a KASLR address. With
+/// `user_pgd`, the page after the root is reserved (zeroed) first, as the user half of a PTI
+/// pair: it maps nothing of the kernel. Returns the memory, the kernel address space and the
+/// offset of the real banner in .rodata.
+fn synthetic_guest(
+    user_pgd: bool,
+) -> (
+    vmi_core::memory::BufferMemory,
+    vmi_core::AddressSpace,
+    usize,
+) {
+    let mut b = PageTableBuilder::new(PagingMode::Ia32e4, 24 << 20);
+    if user_pgd {
+        assert_eq!(b.alloc_page().unwrap(), Pa::new(b.root().raw() + 0x1000));
+    }
+    let steps = [perms(false, true), perms(false, false), perms(true, false)];
+    for (k, p) in steps.into_iter().enumerate() {
         let off = k as u64 * (2 << 20);
         b.map(
             Va::new(TEXT + off),
-            Pa::new(text_pa + off),
+            Pa::new(TEXT_PA + off),
             PageSize::Size2M,
-            perms,
+            p,
         )
         .unwrap();
     }
     let space = b.space();
 
     let early = b"Linux version 6.12.0-test (me@host) (gcc 12) # SMP PREEMPT_DYNAMIC\n\0";
-    let real = b"Linux version 6.12.0-test (me@host) (gcc 12) #1 SMP PREEMPT_DYNAMIC\n\0";
     let mut prefix = early.to_vec();
     prefix.resize(0x100, 0);
     let banner_off = prefix.len();
-    prefix.extend_from_slice(real);
+    prefix.extend_from_slice(REAL_BANNER);
     let built = build(
         &symbols(2000, true),
         Options {
@@ -599,22 +623,20 @@ fn kernel_located_in_a_synthetic_guest() {
         },
         &prefix,
     );
-    let rodata_pa = (text_pa + (2 << 20)) as usize;
+    let rodata_pa = (TEXT_PA + (2 << 20)) as usize;
     b.memory_mut().bytes_mut()[rodata_pa..rodata_pa + built.bytes.len()]
         .copy_from_slice(&built.bytes);
+    (b.into_memory(), space, banner_off)
+}
 
-    let mem = b.into_memory();
-    let arch = X86::new();
-    let image = KernelImage::locate_in(VirtualMemory::new(&mem, &arch, space)).unwrap();
+fn check_image(image: &KernelImage, banner_off: usize) {
     assert_eq!(image.text(), Va::new(TEXT));
-    assert_eq!(image.text_pa(), Pa::new(text_pa));
+    assert_eq!(image.text_pa(), Pa::new(TEXT_PA));
     assert_eq!(image.virtual_slide(), 0x900_0000);
     assert_eq!(image.physical_slide(), 0x40_0000);
     assert_eq!(image.end(), Va::new(TEXT + (6 << 20)));
-    assert_eq!(
-        image.banner(),
-        std::str::from_utf8(&real[..real.len() - 2]).unwrap()
-    );
+    let real = std::str::from_utf8(&REAL_BANNER[..REAL_BANNER.len() - 2]).unwrap();
+    assert_eq!(image.banner(), real);
     assert_eq!(image.release(), "6.12.0-test");
     assert_eq!(image.banner_va(), Va::new(BASE + banner_off as u64));
     assert_eq!(image.region().base(), Va::new(BASE));
@@ -622,6 +644,14 @@ fn kernel_located_in_a_synthetic_guest() {
     let k = image.kallsyms().unwrap();
     assert_eq!(k.lookup("_text"), Some(TEXT));
     assert_eq!(k.len(), 2000);
+}
+
+#[test]
+fn kernel_located_in_a_synthetic_guest() {
+    let (mem, space, banner_off) = synthetic_guest(false);
+    let arch = X86::new();
+    let image = KernelImage::locate_in(VirtualMemory::new(&mem, &arch, space)).unwrap();
+    check_image(&image, banner_off);
 
     // Nothing of the image mapped.
     let empty = PageTableBuilder::new(PagingMode::Ia32e4, 1 << 20);
@@ -631,13 +661,18 @@ fn kernel_located_in_a_synthetic_guest() {
 
     // Mapped, but no banner anywhere: both .rodata and the whole image are scanned.
     let mut nb = PageTableBuilder::new(PagingMode::Ia32e4, 8 << 20);
-    nb.map(Va::new(TEXT), Pa::new(0x20_0000), PageSize::Size2M, rx)
-        .unwrap();
+    nb.map(
+        Va::new(TEXT),
+        Pa::new(0x20_0000),
+        PageSize::Size2M,
+        perms(false, true),
+    )
+    .unwrap();
     nb.map(
         Va::new(TEXT + (2 << 20)),
         Pa::new(0x40_0000),
         PageSize::Size2M,
-        ro,
+        perms(false, false),
     )
     .unwrap();
     let e = KernelImage::locate_in(VirtualMemory::new(nb.memory(), &arch, nb.space())).unwrap_err();
@@ -645,6 +680,67 @@ fn kernel_located_in_a_synthetic_guest() {
         matches!(e, KallsymsError::BannerNotFound { scanned_bytes } if scanned_bytes == 6 << 20),
         "{e}"
     );
+}
+
+/// vCPU registers of a synthetic guest.
+struct Regs(Vec<X86Registers>);
+
+impl VcpuRegisters for Regs {
+    fn vcpu_count(&self) -> usize {
+        self.0.len()
+    }
+
+    fn registers(&self, index: usize) -> Result<X86Registers, VcpuError> {
+        self.0.get(index).cloned().ok_or(VcpuError::NoSuchVcpu {
+            index,
+            count: self.0.len(),
+        })
+    }
+}
+
+fn session(mem: vmi_core::memory::BufferMemory, cr3s: &[u64]) -> Session {
+    let regs = cr3s
+        .iter()
+        .map(|&cr3| X86Registers {
+            cr0: 0x8005_0033,
+            cr3,
+            cr4: 0x20,
+            efer: 0x500,
+            ..Default::default()
+        })
+        .collect();
+    let target = Target {
+        backend: "test",
+        format: "synthetic".into(),
+        memory: Arc::new(mem),
+        registers: Some(Arc::new(Regs(regs))),
+        control: None,
+        writer: None,
+        slow_reads: false,
+        details: Vec::new(),
+    };
+    Session::from_target("synthetic", target, Box::new(X86::new()))
+}
+
+#[test]
+fn session_locate_tries_vcpus_and_the_kernel_half_of_pti_pairs() {
+    // vCPU 0 runs a process: its CR3 is the user PGD of a PTI pair (with PCID bits).
+    let (mem, space, banner_off) = synthetic_guest(true);
+    let user = space.root.raw() | 0x1000 | 0x5;
+    let s = session(mem, &[user]);
+    let image = KernelImage::locate(&s).unwrap();
+    assert_eq!(image.space().root, space.root);
+    check_image(&image, banner_off);
+
+    // vCPU 0 in an address space without the kernel; vCPU 1 has it.
+    let (mem, space, banner_off) = synthetic_guest(false);
+    let s = session(mem, &[0x2_0000, space.root.raw()]);
+    check_image(&KernelImage::locate(&s).unwrap(), banner_off);
+
+    // No registers at all: said so.
+    let (mem, _, _) = synthetic_guest(false);
+    let e = KernelImage::locate(&session(mem, &[])).unwrap_err();
+    assert!(matches!(e, KallsymsError::NoAddressSpace { .. }), "{e}");
 }
 
 /// Bytes shaped to make the search work hard end quickly, with an error.

@@ -1,92 +1,102 @@
+//! `maps(pid)` on every real guest against the guest's own `/proc/PID/maps`.
+
 mod common;
 
+use vmi_os_linux::analysis::maps::{maps, Map};
+use vmi_os_linux::LinuxError;
+
+/// One line of `/proc/PID/maps`: start, end, perms, offset, inode, path.
+fn parse_truth(text: &str) -> Vec<(u64, u64, String, u64, u64, String)> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut it = l.split_whitespace();
+            let range = it.next().unwrap();
+            let (s, e) = range.split_once('-').unwrap();
+            let hex = |x: &str| u64::from_str_radix(x, 16).unwrap();
+            let perms = it.next().unwrap().to_owned();
+            let offset = hex(it.next().unwrap());
+            let _dev = it.next().unwrap();
+            let inode: u64 = it.next().unwrap().parse().unwrap();
+            let path = it.collect::<Vec<_>>().join(" ");
+            (hex(s), hex(e), perms, offset, inode, path)
+        })
+        .collect()
+}
+
+fn ours(m: &Map) -> (u64, u64, String, u64, u64, String) {
+    (
+        m.start.raw(),
+        m.end.raw(),
+        m.perms.clone(),
+        m.offset,
+        m.inode,
+        m.path.clone(),
+    )
+}
+
 #[test]
-#[ignore]
-fn explore() {
+fn maps_of_targets_match_proc_maps() {
     for g in common::guests() {
-        let s = g.session();
-        let k = g.kernel(&s);
-        let p = k.profile();
-        println!("===== {}", g.name);
-        for ty in [
-            "maple_tree",
-            "maple_node",
-            "maple_range_64",
-            "maple_arange_64",
-            "maple_metadata",
-            "vm_area_struct",
-            "mm_struct",
-            "file",
-            "path",
-            "dentry",
-            "qstr",
-            "vfsmount",
-            "mount",
-            "vm_special_mapping",
-            "module",
-            "module_layout",
-            "module_memory",
-            "printk_ringbuffer",
-            "prb_desc_ring",
-            "prb_data_ring",
-            "prb_desc",
-            "prb_data_blk_lpos",
-            "printk_info",
-            "hlist_bl_node",
-            "inode",
-            "task_struct",
-            "list_head",
-        ] {
-            match p.user_type(ty) {
-                None => println!("{ty}: MISSING"),
-                Some(t) => {
-                    let mut f: Vec<_> = t.fields.iter().collect();
-                    f.sort_by_key(|(_, f)| f.offset);
-                    let want: &[&str] = match ty {
-                        "mm_struct" => &[
-                            "mm_mt",
-                            "start_brk",
-                            "brk",
-                            "start_stack",
-                            "mmap",
-                            "mmap_base",
-                        ],
-                        "task_struct" => &["tasks", "pid", "mm", "comm", "tgid"],
-                        "inode" => &["i_ino", "i_sb"],
-                        "module" => &[
-                            "list",
-                            "name",
-                            "state",
-                            "core_layout",
-                            "init_layout",
-                            "data_layout",
-                            "mem",
-                        ],
-                        "file" => &["f_path", "f_inode"],
-                        "dentry" => &["d_parent", "d_name", "d_iname", "d_hash", "d_flags"],
-                        "mount" => &["mnt", "mnt_parent", "mnt_mountpoint"],
-                        _ => &[],
-                    };
-                    println!("{ty}: size {}", t.size);
-                    for (n, fl) in f {
-                        if want.is_empty() || want.contains(&n.as_str()) {
-                            println!("   {:5} {n}: {:?}", fl.offset, fl.ty);
-                        }
-                    }
-                }
-            }
+        let session = g.session();
+        let kernel = g.kernel(&session);
+        let targets = g.targets();
+        assert_eq!(targets.len(), 3, "{}", g.name);
+        for t in &targets {
+            let got = maps(&session, &kernel, t.pid)
+                .unwrap_or_else(|e| panic!("{}: maps({}): {e}", g.name, t.pid));
+            assert!(
+                got.warnings.is_empty(),
+                "{}: pid {}: warnings {:?}",
+                g.name,
+                t.pid,
+                got.warnings
+            );
+            let truth = parse_truth(&g.truth(&format!("maps/{}", t.pid)));
+            let ours: Vec<_> = got.items.iter().map(ours).collect();
+            assert_eq!(ours, truth, "{}: pid {}", g.name, t.pid);
+            // The known addresses the target printed lie in the right mappings.
+            let find = |va: u64| {
+                got.items
+                    .iter()
+                    .find(|m| m.start.raw() <= va && va < m.end.raw())
+                    .map(|m| m.path.as_str())
+            };
+            assert_eq!(find(t.heap), Some("[heap]"), "{}: pid {}", g.name, t.pid);
+            assert_eq!(find(t.data), Some("/bin/vmi-target"), "{}", g.name);
+            eprintln!("{}: pid {}: {} mappings match", g.name, t.pid, ours.len());
         }
-        for sym in [
-            "prb",
-            "modules",
-            "init_task",
-            "init_mm",
-            "special_mapping_vmops",
-            "legacy_special_mapping_vmops",
-            "printk_rb_static",
-            "printk_rb_dynamic",
-        ] {
-            println!("sym {sym}: {:?}", p.symbol(sym).map(|s| s.address));
+    }
+}
+
+#[test]
+fn maps_json_uses_hex_addresses() {
+    let Some(g) = common::guests().into_iter().next() else {
+        return;
+    };
+    let session = g.session();
+    let kernel = g.kernel(&session);
+    let pid = g.targets()[0].pid;
+    let got = maps(&session, &kernel, pid).unwrap();
+    let json = serde_json::to_value(&got.items[0]).unwrap();
+    assert_eq!(json["start"], "0x400000");
+    assert_eq!(json["end"], "0x401000");
+    assert_eq!(json["perms"], "r--p");
+    assert_eq!(json["offset"], 0);
+    assert_eq!(json["path"], "/bin/vmi-target");
+}
+
+#[test]
+fn kernel_threads_have_no_maps_and_unknown_pids_are_errors() {
+    for g in common::guests() {
+        let session = g.session();
+        let kernel = g.kernel(&session);
+        // pid 2 is kthreadd on every kernel.
+        let got = maps(&session, &kernel, 2).unwrap();
+        assert!(got.items.is_empty() && got.warnings.is_empty(), "{}", g.name);
+        match maps(&session, &kernel, 4_000_000) {
+            Err(LinuxError::NoSuchProcess(4_000_000)) => {}
+            other => panic!("{}: {other:?}", g.name),
         }
     }
 }

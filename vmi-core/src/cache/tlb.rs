@@ -16,9 +16,10 @@ use crate::memory::PhysicalMemory;
 struct Entry {
     /// Even: stable. Odd: being written.
     seq: AtomicU64,
-    /// The address space root (page aligned, so never `u64::MAX`, the empty marker).
+    /// The address space root.
     root: AtomicU64,
-    /// `vpn << 3 | mode`.
+    /// `vpn << 4 | mode << 1 | 1`; 0 marks an empty entry (no valid key is 0, whatever the
+    /// root: a root is any value a caller passes, even with paging disabled).
     key: AtomicU64,
     /// The 4 KiB frame of the translation | page size (bits 0-1) | permissions (bits 2-4).
     value: AtomicU64,
@@ -28,7 +29,7 @@ impl Entry {
     fn empty() -> Self {
         Self {
             seq: AtomicU64::new(0),
-            root: AtomicU64::new(u64::MAX),
+            root: AtomicU64::new(0),
             key: AtomicU64::new(0),
             value: AtomicU64::new(0),
         }
@@ -152,7 +153,7 @@ impl<A: Architecture> Architecture for Tlb<A> {
     ) -> Result<Translation, TranslationError> {
         let vpn = va.raw() >> PageSize::Size4K.shift();
         let root = space.root.raw();
-        let key = vpn << 3 | mode_tag(space.mode);
+        let key = vpn << 4 | mode_tag(space.mode) << 1 | 1;
         let e = self.slot(root, vpn);
         if let Some(value) = self.lookup(e, root, key) {
             return Ok(decode(value, va));
@@ -188,7 +189,7 @@ impl<A: Architecture> Architecture for Tlb<A> {
                         .is_ok()
                 {
                     fence(Ordering::Release);
-                    e.root.store(u64::MAX, Ordering::Relaxed);
+                    e.key.store(0, Ordering::Relaxed);
                     e.seq.store(s + 2, Ordering::Release);
                     break;
                 }
@@ -202,6 +203,52 @@ impl<A: Architecture> Architecture for Tlb<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_entries_never_hit() {
+        // Found by fuzzing: an empty entry once matched root u64::MAX with paging disabled.
+        let mem = crate::memory::BufferMemory::new(Pa::new(0), vec![0; 4096]);
+        struct Identity;
+        impl Architecture for Identity {
+            fn name(&self) -> &'static str {
+                "identity"
+            }
+            fn translate(
+                &self,
+                _: &dyn PhysicalMemory,
+                _: AddressSpace,
+                va: Va,
+            ) -> Result<Translation, TranslationError> {
+                Ok(Translation {
+                    pa: Pa::new(va.raw()),
+                    size: PageSize::Size4K,
+                    perms: Permissions::ALL,
+                })
+            }
+            fn walk(&self, _: &dyn PhysicalMemory, _: AddressSpace, _: Va) -> PageWalk {
+                unreachable!("not used by this test")
+            }
+            fn for_each_mapping(
+                &self,
+                _: &dyn PhysicalMemory,
+                _: AddressSpace,
+                _: &mut dyn FnMut(Result<Mapping, TranslationError>) -> ControlFlow<()>,
+            ) {
+            }
+        }
+        let tlb = Tlb::new(Identity, 2);
+        for root in [0, u64::MAX] {
+            let space = AddressSpace {
+                root: Pa::new(root),
+                mode: PagingMode::Disabled,
+            };
+            for _ in 0..2 {
+                let t = tlb.translate(&mem, space, Va::new(0x1ff)).unwrap();
+                assert_eq!(t.perms, Permissions::ALL);
+            }
+            tlb.flush();
+        }
+    }
 
     #[test]
     fn encode_decode_round_trip() {

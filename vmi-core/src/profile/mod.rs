@@ -246,6 +246,13 @@ impl Profile {
         isf::parse(json)
     }
 
+    /// Makes room for `symbols` more symbols and `types` more user types (bulk sources such as
+    /// kallsyms insert 100k+ symbols; growing the map step by step costs more than filling it).
+    pub fn reserve(&mut self, symbols: usize, types: usize) {
+        self.symbols.reserve(symbols);
+        self.user_types.reserve(types);
+    }
+
     /// Adds or replaces a symbol.
     pub fn insert_symbol(&mut self, name: impl Into<String>, symbol: Symbol) {
         self.symbols.insert(name.into(), symbol);

@@ -34,7 +34,7 @@
 //! ```
 
 use rustc_hash::FxHashSet;
-use vmi_core::{PagingMode, ProfileError, Profile, Va, VirtualMemory};
+use vmi_core::{PagingMode, Profile, ProfileError, Va, VirtualMemory};
 
 use crate::error::LinuxError;
 
@@ -171,7 +171,9 @@ impl Iterator for ListWalker<'_> {
             return None;
         }
         if !is_kernel_pointer(self.mem.space().mode, next) {
-            return self.stop(format!("next pointer {next} is not a kernel address"));
+            return self.stop(format!(
+                "next pointer {next} is not an aligned kernel address"
+            ));
         }
         if self.count >= self.limit {
             self.done = true;
@@ -228,7 +230,12 @@ mod tests {
                 }),
             }
         }
-        fn walk(&self, mem: &dyn vmi_core::PhysicalMemory, space: AddressSpace, va: Va) -> PageWalk {
+        fn walk(
+            &self,
+            mem: &dyn vmi_core::PhysicalMemory,
+            space: AddressSpace,
+            va: Va,
+        ) -> PageWalk {
             PageWalk {
                 va,
                 space,
@@ -293,19 +300,19 @@ mod tests {
     fn bad_pointers() {
         let (got, warn) = walk(&[node(1), 0], 10);
         assert_eq!(got, [1]);
-        assert!(warn.unwrap().contains("not a kernel address"));
+        assert!(warn.unwrap().contains("not an aligned kernel address"));
         let (got, warn) = walk(&[node(1), 0xdead_0000_0000_0100], 10);
         assert_eq!(got, [1]);
-        assert!(warn.unwrap().contains("not a kernel address"));
+        assert!(warn.unwrap().contains("not an aligned kernel address"));
         let (got, warn) = walk(&[node(1), node(1) + 4], 10);
         assert_eq!(got, [1]);
-        assert!(warn.unwrap().contains("not a kernel address"));
+        assert!(warn.unwrap().contains("not an aligned kernel address"));
         // Mapped by the direct map but beyond the buffer: unreadable.
         let (got, warn) = walk(&[node(1), BASE + 0x10_0000], 10);
         assert_eq!(got, [1, 0x1000]);
         assert!(warn.unwrap().contains("cannot be read"));
         // The last aligned address: its next pointer would wrap around the address space.
-        let (got, warn) = walk(&[u64::MAX & !7], 10);
+        let (got, warn) = walk(&[!7], 10);
         assert_eq!(got.len(), 1);
         assert!(warn.is_some());
     }

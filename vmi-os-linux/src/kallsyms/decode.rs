@@ -54,7 +54,7 @@ pub(crate) fn decode(bytes: &[u8], layout: &TableLayout) -> Result<Kallsyms, Kal
     let mut pos = 0usize;
     for i in 0..num {
         if i % 256 == 0 {
-            let marker = u32_at(bytes, layout.markers + 4 * (i / 256));
+            let marker = u32_at(bytes, layout.markers.saturating_add(4 * (i / 256)));
             if marker.map(|m| m as usize) != Some(pos) {
                 return Err(inconsistent(format!(
                     "marker {} is {marker:?} but symbol {i} starts at names offset {pos:#x}",
@@ -103,7 +103,7 @@ pub(crate) fn decode(bytes: &[u8], layout: &TableLayout) -> Result<Kallsyms, Kal
         let Some(&kind) = arena.get(start) else {
             return Err(inconsistent(format!("symbol {i} expands to nothing")));
         };
-        let off = i32_at(bytes, layout.offsets + 4 * i)
+        let off = i32_at(bytes, layout.offsets.saturating_add(4 * i))
             .ok_or_else(|| inconsistent(format!("symbol {i}: offset is cut off")))?;
         let address = sym_address(layout.relative_base, layout.absolute_percpu, off)
             .ok_or_else(|| inconsistent(format!("symbol {i}: offset {off} overflows")))?;
@@ -118,7 +118,7 @@ pub(crate) fn decode(bytes: &[u8], layout: &TableLayout) -> Result<Kallsyms, Kal
     if layout.names.checked_add(pos) != Some(layout.names_end) {
         return Err(inconsistent(format!(
             "names end at offset {:#x}, not at {:#x}",
-            layout.names + pos,
+            layout.names.saturating_add(pos),
             layout.names_end
         )));
     }
@@ -152,10 +152,11 @@ fn tokens<'a>(bytes: &'a [u8], layout: &TableLayout) -> Result<[Token<'a>; 256],
         let bad = |what: &str| KallsymsError::InconsistentTables {
             reason: format!("token {i}: {what}"),
         };
-        let at = u16_at(bytes, layout.token_index + 2 * i).ok_or_else(|| bad("index cut off"))?;
-        let start = layout.token_table + usize::from(at);
+        let at = u16_at(bytes, layout.token_index.saturating_add(2 * i))
+            .ok_or_else(|| bad("index cut off"))?;
+        let start = layout.token_table.saturating_add(usize::from(at));
         let rest = bytes
-            .get(start..bytes.len().min(start + MAX_NAME_LEN + 1))
+            .get(start..bytes.len().min(start.saturating_add(MAX_NAME_LEN + 1)))
             .ok_or_else(|| bad("past the end"))?;
         let len = rest
             .iter()

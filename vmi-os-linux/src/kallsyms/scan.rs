@@ -745,11 +745,15 @@ mod tests {
         assert_eq!(sym_address(base, true, -1), Some(base));
         assert_eq!(sym_address(base, true, -0x101), Some(base + 0x100));
         assert_eq!(sym_address(base, true, 0x1ad40), Some(0x1ad40));
-        assert_eq!(sym_address(base, true, i32::MIN), Some(base - 1 + (1 << 31)));
+        let low = 0xffff_8000_0000_0000;
+        assert_eq!(sym_address(low, true, i32::MIN), Some(low - 1 + (1 << 31)));
+        // Past the top of the address space: refused, not wrapped.
+        assert_eq!(sym_address(base, true, i32::MIN), None);
         assert_eq!(sym_address(0, true, -1), None);
         // Plain base-relative: unsigned offsets.
         assert_eq!(sym_address(base, false, 0x40), Some(base + 0x40));
-        assert_eq!(sym_address(base, false, -1), Some(base + 0xffff_ffff));
+        assert_eq!(sym_address(low, false, -1), Some(low + 0xffff_ffff));
+        assert_eq!(sym_address(base, false, -1), None);
         assert_eq!(sym_address(u64::MAX, false, 1), None);
     }
 
@@ -787,7 +791,11 @@ mod tests {
     #[test]
     fn sequence_tables_must_be_permutations() {
         let budget = Budget::new(1000);
-        let seqs = |v: &[u32]| v.iter().flat_map(|x| x.to_be_bytes()[1..].to_vec()).collect::<Vec<u8>>();
+        let seqs = |v: &[u32]| {
+            v.iter()
+                .flat_map(|x| x.to_be_bytes()[1..].to_vec())
+                .collect::<Vec<u8>>()
+        };
         assert!(seqs_valid(&seqs(&[2, 0, 1]), 0, 3, 3, &budget));
         assert!(!seqs_valid(&seqs(&[2, 0, 0]), 0, 3, 3, &budget));
         assert!(!seqs_valid(&seqs(&[3, 0, 1]), 0, 3, 3, &budget));

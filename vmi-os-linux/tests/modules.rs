@@ -1,0 +1,37 @@
+//! `modules()` on every real guest against the guest's own `/proc/modules`.
+
+mod common;
+
+use vmi_os_linux::analysis::modules::modules;
+
+#[test]
+fn modules_match_proc_modules() {
+    for g in common::guests() {
+        let session = g.session();
+        let kernel = g.kernel(&session);
+        let got = modules(&session, &kernel).unwrap_or_else(|e| panic!("{}: {e}", g.name));
+        assert!(got.warnings.is_empty(), "{}: {:?}", g.name, got.warnings);
+        // name size refcount deps state address [taints]
+        let truth: Vec<(String, u64, u64)> = g
+            .truth("modules")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let addr = u64::from_str_radix(f[5].trim_start_matches("0x"), 16).unwrap();
+                (f[0].to_owned(), f[1].parse().unwrap(), addr)
+            })
+            .collect();
+        assert_eq!(truth.len(), 4, "{}", g.name);
+        let ours: Vec<(String, u64, u64)> = got
+            .items
+            .iter()
+            .map(|m| (m.name.clone(), m.size, m.base.raw()))
+            .collect();
+        assert_eq!(ours, truth, "{}", g.name);
+        let json = serde_json::to_value(&got.items[0]).unwrap();
+        assert_eq!(json["base"], format!("{:#x}", truth[0].2));
+        assert_eq!(json["size"], truth[0].1);
+        eprintln!("{}: {} modules match", g.name, ours.len());
+    }
+}
