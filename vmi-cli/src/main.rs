@@ -64,6 +64,8 @@ enum Command {
     Read(commands::read::Args),
     /// The run-time address of a kernel symbol.
     Symbol(commands::linux::SymbolArgs),
+    /// Write a Volatility 3 symbol table (ISF) built from the guest itself (Linux).
+    IsfExport(commands::linux::IsfExportArgs),
 }
 
 impl Command {

@@ -35,6 +35,7 @@ pub fn discover_from_image(session: &Session, image: &KernelImage) -> Result<Ker
         .lookup("__stop_BTF")
         .ok_or_else(|| vmi_core::ProfileError::MissingSymbol("__stop_BTF".into()))?;
     profile.merge(btf_types(session, image.space(), start, stop)?);
+    crate::globals::apply(&mut profile);
     Ok(Kernel::new(
         profile,
         slide as u64,
@@ -94,5 +95,6 @@ pub fn from_profile(
         let stop = profile.symbol_address("__stop_BTF")?.wrapping_add(slide);
         profile.merge(btf_types(session, space, start, stop)?);
     }
+    crate::globals::apply(&mut profile);
     Ok(Kernel::new(profile, slide, space, banner))
 }

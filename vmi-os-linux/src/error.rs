@@ -42,6 +42,12 @@ pub enum LinuxError {
     /// No process has this pid.
     #[error("no process with pid {0}")]
     NoSuchProcess(u32),
+    /// The process has no user address space (a kernel thread).
+    #[error("pid {pid} has no user address space (a kernel thread, or a process exiting)")]
+    NoAddressSpace {
+        /// The process.
+        pid: u32,
+    },
 }
 
 impl LinuxError {

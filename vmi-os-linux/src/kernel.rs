@@ -55,14 +55,42 @@ impl Kernel {
         &self.banner
     }
 
-    /// The run-time address of a symbol.
+    /// The run-time address of a symbol. Only addresses in the kernel image's range are
+    /// slid: per-CPU symbols are offsets into each CPU's area (add the CPU's GS base or
+    /// `__per_cpu_offset[cpu]`), and other absolute symbols are not relocated by KASLR.
     pub fn symbol(&self, name: &str) -> Result<Va, LinuxError> {
         let link = self.profile.symbol_address(name)?;
-        Ok(Va::new(link.wrapping_add(self.virtual_slide)))
+        Ok(Va::new(relocate(link, self.virtual_slide)))
     }
 
     /// A reader of kernel virtual memory.
     pub fn memory<'a>(&self, session: &'a Session) -> VirtualMemory<'a> {
         session.virtual_memory(self.space)
+    }
+}
+
+/// The start of the x86-64 kernel image mapping (`__START_KERNEL_map`); KASLR moves the image
+/// within the 1 GiB above it, and only symbols there.
+const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
+
+fn relocate(link: u64, slide: u64) -> u64 {
+    if link >= START_KERNEL_MAP {
+        link.wrapping_add(slide)
+    } else {
+        link
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relocate;
+
+    #[test]
+    fn per_cpu_offsets_are_not_slid() {
+        assert_eq!(relocate(0x31540, 0x3700_0000), 0x31540);
+        assert_eq!(
+            relocate(0xffff_ffff_82a1_aa40, 0x3700_0000),
+            0xffff_ffff_b9a1_aa40
+        );
     }
 }

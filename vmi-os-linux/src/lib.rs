@@ -8,6 +8,8 @@
 //! - [`os`]: [`LinuxOs`], the [`vmi_core::OsProfile`] registered for Linux guests, and
 //!   [`cache`], the on-disk profile cache keyed by the kernel's banner.
 //! - [`comps`], [`iter`], [`analysis`]: kernel structures, bounded walks, and the analyses.
+//! - [`globals`]: types of global variables, which BTF does not describe.
+//! - [`isf_export`]: a Volatility 3 ISF built from the guest itself.
 //! - [`error`]: [`LinuxError`]; [`partial`]: results with warnings.
 
 pub mod analysis;
@@ -16,12 +18,18 @@ pub mod cache;
 pub mod comps;
 pub mod discovery;
 pub mod error;
+pub mod globals;
+pub mod isf_export;
 pub mod iter;
 pub mod kallsyms;
 pub mod kernel;
 pub mod os;
 pub mod partial;
 
+pub use analysis::process_memory::{cmdline, environ, read_process};
+pub use analysis::ps::{
+    find_process, process_space, process_tree, processes, threads, Process, Thread, TreeNode,
+};
 pub use discovery::discover;
 pub use error::LinuxError;
 pub use kernel::Kernel;

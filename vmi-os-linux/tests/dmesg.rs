@@ -67,7 +67,12 @@ fn dmesg_matches_the_serial_console() {
         // Every line the console printed, with its timestamp, in order; the console printed
         // every record below the console log level until it was silenced.
         let serial = console_lines(&std::fs::read_to_string(g.dir.join("serial.log")).unwrap());
-        assert!(serial.len() > 300, "{}: {} console lines", g.name, serial.len());
+        assert!(
+            serial.len() > 300,
+            "{}: {} console lines",
+            g.name,
+            serial.len()
+        );
         let ours = record_lines(records);
         assert!(ours.len() >= serial.len(), "{}", g.name);
         for (i, (s, o)) in serial.iter().zip(&ours).enumerate() {
@@ -81,9 +86,9 @@ fn dmesg_matches_the_serial_console() {
         for w in records.windows(2) {
             if w[1].timestamp_ns < w[0].timestamp_ns {
                 jumps += 1;
-                let console_jump = serial
-                    .windows(2)
-                    .any(|s| s[0].0 == w[0].timestamp_ns / 1000 && s[1].0 == w[1].timestamp_ns / 1000);
+                let console_jump = serial.windows(2).any(|s| {
+                    s[0].0 == w[0].timestamp_ns / 1000 && s[1].0 == w[1].timestamp_ns / 1000
+                });
                 assert!(
                     console_jump,
                     "{}: seq {} at {} then seq {} at {}, not on the console",
@@ -95,8 +100,15 @@ fn dmesg_matches_the_serial_console() {
         // level (here: none, init's module loads log nothing); the debug-level records are
         // the rest ("with arguments: ..." after "Run /init as init process").
         let last = serial.last().unwrap().0;
-        assert!(ours[serial.len()..].iter().all(|(t, _)| *t >= last), "{}", g.name);
-        let debug = records.iter().filter(|r| r.level >= CONSOLE_LOGLEVEL).count();
+        assert!(
+            ours[serial.len()..].iter().all(|(t, _)| *t >= last),
+            "{}",
+            g.name
+        );
+        let debug = records
+            .iter()
+            .filter(|r| r.level >= CONSOLE_LOGLEVEL)
+            .count();
         assert!(debug > 0, "{}", g.name);
         let json = serde_json::to_value(&records[0]).unwrap();
         assert_eq!(json["seq"], 0);

@@ -93,7 +93,11 @@ fn kernel_threads_have_no_maps_and_unknown_pids_are_errors() {
         let kernel = g.kernel(&session);
         // pid 2 is kthreadd on every kernel.
         let got = maps(&session, &kernel, 2).unwrap();
-        assert!(got.items.is_empty() && got.warnings.is_empty(), "{}", g.name);
+        assert!(
+            got.items.is_empty() && got.warnings.is_empty(),
+            "{}",
+            g.name
+        );
         match maps(&session, &kernel, 4_000_000) {
             Err(LinuxError::NoSuchProcess(4_000_000)) => {}
             other => panic!("{}: {other:?}", g.name),

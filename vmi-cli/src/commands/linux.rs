@@ -49,3 +49,44 @@ pub fn symbol(ctx: &Context<'_>, args: &SymbolArgs) -> Result<(), BoxError> {
     };
     output::emit(ctx.format, &out, || format!("{address} {}\n", args.name))
 }
+
+/// Arguments of `vmi isf-export`.
+#[derive(Debug, clap::Args)]
+pub struct IsfExportArgs {
+    /// Where to write the ISF (JSON).
+    out: std::path::PathBuf,
+}
+
+#[derive(Serialize)]
+struct ExportOut<'a> {
+    path: &'a std::path::Path,
+    symbols: usize,
+    user_types: usize,
+    banner: &'a str,
+}
+
+/// `vmi isf-export OUT.json`.
+pub fn isf_export(ctx: &Context<'_>, args: &IsfExportArgs) -> Result<(), BoxError> {
+    let kernel = kernel(ctx)?;
+    let doc = vmi_os_linux::isf_export::export(ctx.session, kernel)?;
+    let bytes = serde_json::to_vec(&doc)?;
+    // Write then rename: a half-written symbol table would mislead Volatility later.
+    let tmp = args.out.with_extension("json.partial");
+    std::fs::write(&tmp, &bytes).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &args.out).map_err(|e| format!("writing {}: {e}", args.out.display()))?;
+    let out = ExportOut {
+        path: &args.out,
+        symbols: doc.symbols.len(),
+        user_types: doc.user_types.len(),
+        banner: kernel.banner().trim_end(),
+    };
+    output::emit(ctx.format, &out, || {
+        format!(
+            "wrote {} ({} symbols, {} types) for {}\n",
+            out.path.display(),
+            out.symbols,
+            out.user_types,
+            out.banner
+        )
+    })
+}

@@ -6,8 +6,8 @@ pub mod read;
 pub mod space;
 pub mod translate;
 
-use vmi_core::registry::{ARCHITECTURES, BACKENDS, OS_DETECTORS};
 use std::sync::Arc;
+use vmi_core::registry::{ARCHITECTURES, BACKENDS, OS_DETECTORS};
 
 use vmi_core::{BoxError, OpenOptions, Profile, Session, SessionError, VmControl};
 
@@ -26,7 +26,13 @@ pub fn run(cli: &Cli) -> Result<(), BoxError> {
     // Pause before the OS is detected, so detection sees the same state as the command.
     let _paused = PauseGuard::new(session.control_handle(), cli.pause)?;
     if cli.command.needs_os() {
-        match bind_os(&mut session, &profiles, OsSource::CacheOrDiscovery) {
+        // An export needs the whole profile, which only discovery (or --symbols) gives.
+        let source = if matches!(cli.command, Command::IsfExport(_)) {
+            OsSource::Discovery
+        } else {
+            OsSource::CacheOrDiscovery
+        };
+        match bind_os(&mut session, &profiles, source) {
             Ok(()) => {}
             // `info` describes the target even when its OS cannot be analysed.
             Err(e) if matches!(cli.command, Command::Info) => {
@@ -64,6 +70,7 @@ fn dispatch(cli: &Cli, session: &Session, profiles: &[Profile]) -> Result<(), Bo
         Command::Translate(args) => translate::run(&ctx, args),
         Command::Read(args) => read::run(&ctx, args),
         Command::Symbol(args) => linux::symbol(&ctx, args),
+        Command::IsfExport(args) => linux::isf_export(&ctx, args),
     }
 }
 

@@ -139,7 +139,12 @@ pub fn maps(session: &Session, kernel: &Kernel, pid: u32) -> Result<Partial<Map>
 /// The mappings of the `mm_struct` at `mm`.
 pub fn maps_of_mm(session: &Session, kernel: &Kernel, mm: Va) -> Result<Partial<Map>, LinuxError> {
     let layout = MapsLayout::resolve(kernel)?;
-    maps_with(&kernel.memory(session), &layout, mm, &MapleLimits::default())
+    maps_with(
+        &kernel.memory(session),
+        &layout,
+        mm,
+        &MapleLimits::default(),
+    )
 }
 
 /// [`maps_of_mm`] with a resolved layout and explicit tree bounds.

@@ -13,8 +13,8 @@
 
 use vmi_core::{Session, Va};
 
-use crate::analysis::ps::{find_process, process_space, Process};
-use crate::comps::mm::{read_user_range, MmOffsets, MmReader, UserRange};
+use crate::analysis::ps::{find_process, process_space, user_mm};
+use crate::comps::mm::{read_user_range, MmOffsets, MmReader};
 use crate::error::LinuxError;
 use crate::kernel::Kernel;
 
@@ -33,28 +33,15 @@ fn read_area(
     area: Area,
 ) -> Result<Vec<u8>, LinuxError> {
     let process = find_process(session, kernel, pid)?;
-    let space = process_space(session, kernel, &process)?;
-    let range = area_range(session, kernel, &process, area)?;
-    read_user_range(session, space, range)
-}
-
-fn area_range(
-    session: &Session,
-    kernel: &Kernel,
-    process: &Process,
-    area: Area,
-) -> Result<UserRange, LinuxError> {
+    let mm = user_mm(&process)?;
     let offsets = MmOffsets::resolve(kernel.profile())?;
     let mms = MmReader::new(kernel.memory(session), &offsets);
-    let mm = process.mm.ok_or_else(|| LinuxError::Corrupt {
-        what: "task_struct",
-        at: process.task,
-        reason: format!("pid {} has no mm", process.pid),
-    })?;
-    match area {
-        Area::Args => mms.args(mm),
-        Area::Env => mms.env(mm),
-    }
+    let space = mms.address_space(mm)?;
+    let range = match area {
+        Area::Args => mms.args(mm)?,
+        Area::Env => mms.env(mm)?,
+    };
+    read_user_range(session, space, range)
 }
 
 /// Splits a NUL-separated area into strings: the terminator of the last string is dropped

@@ -276,21 +276,17 @@ pub fn process_space(
     kernel: &Kernel,
     process: &Process,
 ) -> Result<AddressSpace, LinuxError> {
-    let mm = match process.mm {
-        Some(mm) if !process.kernel_thread => mm,
-        _ => {
-            return Err(LinuxError::Corrupt {
-                what: "task_struct",
-                at: process.task,
-                reason: format!(
-                    "pid {} ({}) has no user address space (kernel thread or exited)",
-                    process.pid, process.name
-                ),
-            })
-        }
-    };
+    let mm = user_mm(process)?;
     let offsets = MmOffsets::resolve(kernel.profile())?;
     MmReader::new(kernel.memory(session), &offsets).address_space(mm)
+}
+
+/// `process.mm`, or an error if the process has no user address space.
+pub(crate) fn user_mm(process: &Process) -> Result<Va, LinuxError> {
+    match process.mm {
+        Some(mm) if !process.kernel_thread => Ok(mm),
+        _ => Err(LinuxError::NoAddressSpace { pid: process.pid }),
+    }
 }
 
 /// The most levels of a [`process_tree`]: deeper processes start a new root, so that hostile

@@ -180,14 +180,21 @@ impl ModuleInfo {
             ))
         });
         let (base, size) = match &offsets.memory {
-            MemoryLayout::Memory { mem: array, base, size } => {
+            MemoryLayout::Memory {
+                mem: array,
+                base,
+                size,
+            } => {
                 let mut total = 0u64;
                 let mut text = 0u64;
                 for i in 0..array.count {
                     let element = |inner: Scalar| {
                         array
                             .element(i, inner.offset, inner.size)
-                            .map(|s| Scalar { bits: inner.bits, ..s })
+                            .map(|s| Scalar {
+                                bits: inner.bits,
+                                ..s
+                            })
                             .ok_or_else(|| b.corrupt(format!("mem[{i}] outside the structure")))
                     };
                     total = total.saturating_add(b.get(element(*size)?)?);
@@ -246,6 +253,9 @@ mod tests {
     #[test]
     fn names_are_escaped() {
         assert_eq!(escape(b"nls_ascii"), ("nls_ascii".to_owned(), true));
-        assert_eq!(escape(b"a b\\\xff"), ("a\\x20b\\x5c\\xff".to_owned(), false));
+        assert_eq!(
+            escape(b"a b\\\xff"),
+            ("a\\x20b\\x5c\\xff".to_owned(), false)
+        );
     }
 }

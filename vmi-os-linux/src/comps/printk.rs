@@ -157,7 +157,11 @@ impl PrintkOffsets {
             .unwrap_or(0)
             .max(info_in_desc.map_or(0, |o| o.saturating_add(info_size)));
         if info_size == 0 || info_size > 4096 || info_end > info_size {
-            return Err(unexpected_layout("printk_info", "<size>", "fields outside it"));
+            return Err(unexpected_layout(
+                "printk_info",
+                "<size>",
+                "fields outside it",
+            ));
         }
         if desc_size == 0 || desc_size > 4096 || desc_end > desc_size {
             return Err(unexpected_layout("prb_desc", "<size>", "fields outside it"));
@@ -256,7 +260,9 @@ impl Ringbuffer {
             return Err(format!("block {begin:#x}..{next:#x} is not 8-byte aligned"));
         }
         if len < BLOCK_ID_SIZE || len > size || at.saturating_add(len) > size {
-            return Err(format!("block {begin:#x}..{next:#x} has impossible size {len}"));
+            return Err(format!(
+                "block {begin:#x}..{next:#x} has impossible size {len}"
+            ));
         }
         Ok(Some((at, len - BLOCK_ID_SIZE)))
     }
@@ -414,7 +420,9 @@ fn record(
     };
     let seq = get(&info, offsets.seq)?;
     if (seq ^ id) & (rb.count() - 1) != 0 {
-        return Err(corrupt(format!("sequence number {seq} is not at this index")));
+        return Err(corrupt(format!(
+            "sequence number {seq} is not at this index"
+        )));
     }
     let begin = get(&desc, offsets.blk_begin)?;
     let next = get(&desc, offsets.blk_next)?;

@@ -336,7 +336,11 @@ pub struct Vma {
 impl Vma {
     /// Reads and decodes the `vm_area_struct` at `addr`. A mapping whose end is not above its
     /// start, or whose bounds are not page-aligned, is corrupt.
-    pub fn read(mem: &VirtualMemory<'_>, offsets: &VmaOffsets, addr: Va) -> Result<Vma, LinuxError> {
+    pub fn read(
+        mem: &VirtualMemory<'_>,
+        offsets: &VmaOffsets,
+        addr: Va,
+    ) -> Result<Vma, LinuxError> {
         let b = StructBuf::read(mem, "vm_area_struct", addr, offsets.size)?;
         let nonzero = |v: Va| (v.raw() != 0).then_some(v);
         let vma = Vma {

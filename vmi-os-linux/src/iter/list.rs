@@ -184,7 +184,7 @@ impl Iterator for ListWalker<'_> {
             });
             return None;
         }
-        if next == self.cursor || !self.seen.insert(next) {
+        if !self.seen.insert(next) {
             return self.stop(format!(
                 "next pointer {next} returns to an entry already walked (a cycle that misses \
                  the head)"
