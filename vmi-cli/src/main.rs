@@ -66,12 +66,26 @@ enum Command {
     Symbol(commands::linux::SymbolArgs),
     /// Write a Volatility 3 symbol table (ISF) built from the guest itself (Linux).
     IsfExport(commands::linux::IsfExportArgs),
+    /// Processes: pid, ppid, name (task comm), uid, gid, dtb, threads, kernel thread, start.
+    Ps,
+    /// Processes as a tree.
+    Pstree,
+    /// The threads of a process.
+    Threads(commands::linux::PidArgs),
+    /// A process's command line.
+    Cmdline(commands::linux::PidArgs),
+    /// A process's environment.
+    Env(commands::linux::PidArgs),
 }
 
 impl Command {
     /// Whether the command needs the guest OS detected first.
     fn needs_os(&self) -> bool {
-        !matches!(self, Command::Translate(_) | Command::Read(_))
+        match self {
+            Command::Translate(args) => args.space.pid.is_some(),
+            Command::Read(args) => args.space.pid.is_some(),
+            _ => true,
+        }
     }
 }
 

@@ -90,3 +90,140 @@ pub fn isf_export(ctx: &Context<'_>, args: &IsfExportArgs) -> Result<(), BoxErro
         )
     })
 }
+
+/// Prints the warnings of a partial result on stderr (the items still go to stdout).
+fn warn<T>(partial: &vmi_os_linux::Partial<T>) {
+    for w in &partial.warnings {
+        eprintln!("vmi: warning: {w}");
+    }
+}
+
+/// A process id argument.
+#[derive(Debug, clap::Args)]
+pub struct PidArgs {
+    /// The process id.
+    pid: u32,
+}
+
+/// The guest's processes as `/proc` lists them: the idle task (pid 0) is left out.
+fn user_visible_processes(ctx: &Context<'_>) -> Result<Vec<vmi_os_linux::Process>, BoxError> {
+    let partial = vmi_os_linux::processes(ctx.session, kernel(ctx)?)?;
+    warn(&partial);
+    Ok(partial.items.into_iter().filter(|p| !p.is_idle()).collect())
+}
+
+fn process_rows(processes: &[vmi_os_linux::Process]) -> Vec<Vec<String>> {
+    processes
+        .iter()
+        .map(|p| {
+            vec![
+                p.pid.to_string(),
+                p.ppid.to_string(),
+                p.uid.to_string(),
+                p.gid.to_string(),
+                p.threads.to_string(),
+                p.dtb.map_or("-".to_owned(), |d| d.to_string()),
+                format!("{:.3}", p.start_time_ns as f64 / 1e9),
+                if p.kernel_thread {
+                    format!("[{}]", p.name)
+                } else {
+                    p.name.clone()
+                },
+            ]
+        })
+        .collect()
+}
+
+const PROCESS_HEADERS: [&str; 8] = [
+    "pid", "ppid", "uid", "gid", "threads", "dtb", "start_s", "name",
+];
+
+/// `vmi ps`.
+pub fn ps(ctx: &Context<'_>) -> Result<(), BoxError> {
+    let processes = user_visible_processes(ctx)?;
+    output::emit(ctx.format, &processes, || {
+        output::columns(&PROCESS_HEADERS, &process_rows(&processes))
+    })
+}
+
+/// `vmi pstree`.
+pub fn pstree(ctx: &Context<'_>) -> Result<(), BoxError> {
+    let processes = user_visible_processes(ctx)?;
+    let tree = vmi_os_linux::process_tree(&processes);
+    output::emit(ctx.format, &tree, || {
+        let mut out = String::new();
+        // Iterative, so that a deep (hostile) tree cannot overflow the stack.
+        let mut stack: Vec<(&vmi_os_linux::TreeNode, usize)> =
+            tree.iter().rev().map(|n| (n, 0)).collect();
+        while let Some((node, depth)) = stack.pop() {
+            out.push_str(&format!(
+                "{}{} {}\n",
+                "  ".repeat(depth),
+                node.process.pid,
+                node.process.name
+            ));
+            stack.extend(node.children.iter().rev().map(|c| (c, depth + 1)));
+        }
+        out
+    })
+}
+
+/// `vmi threads PID`.
+pub fn threads(ctx: &Context<'_>, args: &PidArgs) -> Result<(), BoxError> {
+    let partial = vmi_os_linux::threads(ctx.session, kernel(ctx)?, args.pid)?;
+    warn(&partial);
+    let rows: Vec<Vec<String>> = partial
+        .items
+        .iter()
+        .map(|t| {
+            vec![
+                t.tid.to_string(),
+                t.tgid.to_string(),
+                t.task.to_string(),
+                t.name.clone(),
+            ]
+        })
+        .collect();
+    output::emit(ctx.format, &partial.items, || {
+        output::columns(&["tid", "tgid", "task", "name"], &rows)
+    })
+}
+
+#[derive(Serialize)]
+struct Cmdline {
+    pid: u32,
+    args: Vec<String>,
+}
+
+/// `vmi cmdline PID`.
+pub fn cmdline(ctx: &Context<'_>, args: &PidArgs) -> Result<(), BoxError> {
+    let out = Cmdline {
+        pid: args.pid,
+        args: vmi_os_linux::cmdline(ctx.session, kernel(ctx)?, args.pid)?,
+    };
+    output::emit(ctx.format, &out, || format!("{}\n", out.args.join(" ")))
+}
+
+#[derive(Serialize)]
+struct Environ {
+    pid: u32,
+    env: std::collections::BTreeMap<String, String>,
+}
+
+/// `vmi env PID`.
+pub fn env(ctx: &Context<'_>, args: &PidArgs) -> Result<(), BoxError> {
+    let vars = vmi_os_linux::environ(ctx.session, kernel(ctx)?, args.pid)?;
+    let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    let out = Environ {
+        pid: args.pid,
+        env: vars.into_iter().collect(),
+    };
+    output::emit(ctx.format, &out, || text)
+}
+
+/// The address space of process `pid`.
+pub fn process_space(ctx: &Context<'_>, pid: u32) -> Result<AddressSpace, BoxError> {
+    let kernel = kernel(ctx)?;
+    let process = vmi_os_linux::find_process(ctx.session, kernel, pid)?;
+    Ok(vmi_os_linux::process_space(ctx.session, kernel, &process)?)
+}

@@ -71,6 +71,11 @@ fn dispatch(cli: &Cli, session: &Session, profiles: &[Profile]) -> Result<(), Bo
         Command::Read(args) => read::run(&ctx, args),
         Command::Symbol(args) => linux::symbol(&ctx, args),
         Command::IsfExport(args) => linux::isf_export(&ctx, args),
+        Command::Ps => linux::ps(&ctx),
+        Command::Pstree => linux::pstree(&ctx),
+        Command::Threads(args) => linux::threads(&ctx, args),
+        Command::Cmdline(args) => linux::cmdline(&ctx, args),
+        Command::Env(args) => linux::env(&ctx, args),
     }
 }
 

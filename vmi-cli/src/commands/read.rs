@@ -21,10 +21,10 @@ pub struct Args {
     #[arg(value_parser = parse_u64)]
     len: u64,
     /// ADDR is a guest-physical address.
-    #[arg(long, conflicts_with_all = ["vcpu", "dtb", "paging_mode"])]
+    #[arg(long, conflicts_with_all = ["vcpu", "dtb", "paging_mode", "pid"])]
     phys: bool,
     #[command(flatten)]
-    space: SpaceArgs,
+    pub space: SpaceArgs,
 }
 
 #[derive(Serialize)]
@@ -46,7 +46,7 @@ pub fn run(ctx: &Context<'_>, args: &Args) -> Result<(), BoxError> {
     if args.phys {
         ctx.session.memory().read(Pa::new(args.addr), &mut buf)?;
     } else {
-        let space = args.space.resolve(ctx.session)?;
+        let space = args.space.resolve(ctx)?;
         ctx.session
             .virtual_memory(space)
             .read_exact(Va::new(args.addr), &mut buf)?;

@@ -1,12 +1,15 @@
 //! Choosing the address space a virtual address is read in.
 
-use vmi_core::{AddressSpace, BoxError, Pa, PagingMode, Session};
+use vmi_core::{AddressSpace, BoxError, Pa, PagingMode};
 
 use super::parse_u64;
 
 /// Options that select an address space.
 #[derive(Debug, clap::Args)]
 pub struct SpaceArgs {
+    /// Use this process's address space (needs the guest OS).
+    #[arg(long, value_name = "PID", conflicts_with_all = ["vcpu", "dtb", "paging_mode"])]
+    pub pid: Option<u32>,
     /// Use this vCPU's CR3 and paging mode.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub vcpu: usize,
@@ -33,7 +36,11 @@ fn parse_mode(s: &str) -> Result<PagingMode, String> {
 
 impl SpaceArgs {
     /// The address space these options name.
-    pub fn resolve(&self, session: &Session) -> Result<AddressSpace, BoxError> {
+    pub fn resolve(&self, ctx: &super::Context<'_>) -> Result<AddressSpace, BoxError> {
+        if let Some(pid) = self.pid {
+            return super::linux::process_space(ctx, pid);
+        }
+        let session = ctx.session;
         let from_vcpu = || session.vcpu_address_space(self.vcpu);
         match (self.dtb, self.paging_mode) {
             (Some(dtb), Some(mode)) => Ok(AddressSpace {

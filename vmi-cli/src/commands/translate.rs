@@ -14,7 +14,7 @@ pub struct Args {
     #[arg(value_parser = parse_u64)]
     va: u64,
     #[command(flatten)]
-    space: SpaceArgs,
+    pub space: SpaceArgs,
 }
 
 #[derive(Serialize)]
@@ -39,7 +39,7 @@ struct Step {
 }
 
 pub fn run(ctx: &Context<'_>, args: &Args) -> Result<(), BoxError> {
-    let space = args.space.resolve(ctx.session)?;
+    let space = args.space.resolve(ctx)?;
     let walk = ctx.session.walk(space, Va::new(args.va));
     let steps: Vec<Step> = walk
         .steps
