@@ -188,3 +188,68 @@ pub fn bytes_of(doc: &serde_json::Value) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect()
 }
+
+/// `truth/tasks` as (pid, ppid, uid, gid, threads, name).
+pub fn tasks(g: &Guest) -> Vec<(u64, u64, u64, u64, u64, String)> {
+    g.truth("tasks")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut it = l.splitn(6, ' ');
+            let mut num = || it.next().unwrap().parse::<u64>().unwrap();
+            let (a, b, c, d, e) = (num(), num(), num(), num(), num());
+            (a, b, c, d, e, it.next().unwrap_or("").to_owned())
+        })
+        .collect()
+}
+
+/// `truth/targets`: (pid, heap address) of the known processes.
+pub fn targets(g: &Guest) -> Vec<(u64, u64)> {
+    g.truth("targets")
+        .lines()
+        .filter(|l| l.starts_with("VMI-TARGET "))
+        .map(|l| {
+            let field = |k: &str| {
+                l.split_whitespace()
+                    .find_map(|f| f.strip_prefix(k))
+                    .unwrap()
+                    .to_owned()
+            };
+            (field("pid=").parse().unwrap(), hex(&field("heap=")))
+        })
+        .collect()
+}
+
+/// Whether `ours` (task->comm) names the same task as the truth's `/proc/PID/stat` comm:
+/// workqueue workers carry a `-`/`+` suffix there, and long kthread names are complete.
+pub fn comm_matches(ours: &str, truth: &str) -> bool {
+    ours == truth
+        || (ours.len() >= 15 && truth.starts_with(ours))
+        || (truth.starts_with("kworker/")
+            && truth.starts_with(ours)
+            && matches!(truth.as_bytes().get(ours.len()), Some(b'-' | b'+')))
+}
+
+/// A fresh profile cache directory for one test (so tests do not share cache state).
+pub fn fresh_cache_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmi-cli-cache-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Runs `vmi --format json ARGS` with `$VMI_CACHE_DIR` set, expecting success.
+pub fn run_json_cached(cache: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--format", "json"];
+    all.extend_from_slice(args);
+    let out = vmi()
+        .env("VMI_CACHE_DIR", cache)
+        .args(&all)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "vmi {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
