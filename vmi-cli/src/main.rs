@@ -76,6 +76,12 @@ enum Command {
     Cmdline(commands::linux::PidArgs),
     /// A process's environment.
     Env(commands::linux::PidArgs),
+    /// A process's memory map, as /proc/PID/maps shows it.
+    Maps(commands::linux::PidArgs),
+    /// Kernel modules: name, base, size.
+    Modules,
+    /// The kernel log (the printk ring buffer).
+    Dmesg,
 }
 
 impl Command {

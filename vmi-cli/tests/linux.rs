@@ -153,16 +153,84 @@ fn symbol_and_explicit_symbols_agree_with_kallsyms_truth() {
         let truth = g.kallsyms();
         for name in ["linux_banner", "init_task", "sys_call_table", "_stext"] {
             let addr = truth[name];
-            let s = run_json_cached(
-                &cache,
-                &["--target", elf.to_str().unwrap(), "symbol", &name],
-            );
+            let s = run_json_cached(&cache, &["--target", elf.to_str().unwrap(), "symbol", name]);
             assert_eq!(
                 hex(s["address"].as_str().unwrap()),
                 addr,
                 "{} {name}",
                 g.name
             );
+        }
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+}
+
+#[test]
+fn modules_and_maps_equal_proc() {
+    for g in guests() {
+        let cache = fresh_cache_dir("maps");
+        let elf = g.elf();
+        let t = elf.to_str().unwrap();
+        // /proc/modules: name size refcount deps state address
+        let mut want: Vec<(String, u64, u64)> = g
+            .truth("modules")
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[0].to_owned(), f[1].parse().unwrap(), hex(f[5]))
+            })
+            .collect();
+        let mods = run_json_cached(&cache, &["--target", t, "modules"]);
+        let mut got: Vec<(String, u64, u64)> = mods
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap().to_owned(),
+                    m["size"].as_u64().unwrap(),
+                    hex(m["base"].as_str().unwrap()),
+                )
+            })
+            .collect();
+        want.sort();
+        got.sort();
+        assert!(!want.is_empty(), "{}: the guest loaded no modules", g.name);
+        assert_eq!(got, want, "{}", g.name);
+
+        for (pid, _) in targets(&g) {
+            // /proc/PID/maps: start-end perms offset dev inode path
+            let want: Vec<(u64, u64, String, u64, String)> = g
+                .truth(&format!("maps/{pid}"))
+                .lines()
+                .map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    let (s, e) = f[0].split_once('-').unwrap();
+                    (
+                        hex(s),
+                        hex(e),
+                        f[1].to_owned(),
+                        hex(f[2]),
+                        f.get(5).copied().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect();
+            let maps = run_json_cached(&cache, &["--target", t, "maps", &pid.to_string()]);
+            let got: Vec<(u64, u64, String, u64, String)> = maps
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    (
+                        hex(m["start"].as_str().unwrap()),
+                        hex(m["end"].as_str().unwrap()),
+                        m["perms"].as_str().unwrap().to_owned(),
+                        m["offset"].as_u64().unwrap(),
+                        m["path"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{} pid {pid}", g.name);
         }
         let _ = std::fs::remove_dir_all(&cache);
     }

@@ -26,10 +26,14 @@ pub mod kernel;
 pub mod os;
 pub mod partial;
 
+pub use analysis::dmesg::dmesg;
+pub use analysis::maps::{maps, Map};
+pub use analysis::modules::{modules, Module};
 pub use analysis::process_memory::{cmdline, environ, read_process};
 pub use analysis::ps::{
     find_process, process_space, process_tree, processes, threads, Process, Thread, TreeNode,
 };
+pub use comps::printk::LogRecord;
 pub use discovery::discover;
 pub use error::LinuxError;
 pub use kernel::Kernel;

@@ -104,3 +104,87 @@ fn kernel_threads_have_no_maps_and_unknown_pids_are_errors() {
         }
     }
 }
+
+#[test]
+fn every_user_process_has_clean_ordered_maps() {
+    use vmi_os_linux::analysis::ps::processes;
+    for g in common::guests() {
+        let session = g.session();
+        let kernel = g.kernel(&session);
+        let ps = processes(&session, &kernel).unwrap();
+        let mut users = 0;
+        for p in ps.items.iter().filter(|p| !p.kernel_thread) {
+            let got = maps(&session, &kernel, p.pid).unwrap();
+            assert!(
+                got.warnings.is_empty(),
+                "{}: pid {}: {:?}",
+                g.name,
+                p.pid,
+                got.warnings
+            );
+            assert!(!got.items.is_empty(), "{}: pid {}", g.name, p.pid);
+            for w in got.items.windows(2) {
+                assert!(w[0].end <= w[1].start, "{}: pid {}: {w:?}", g.name, p.pid);
+            }
+            // Every user process here is busybox or vmi-target, static binaries.
+            let names: Vec<&str> = got.items.iter().map(|m| m.path.as_str()).collect();
+            assert!(
+                names.contains(&"[stack]")
+                    && names.contains(&"[vdso]")
+                    && names.contains(&"[vvar]"),
+                "{}: pid {} ({}): {names:?}",
+                g.name,
+                p.pid,
+                p.name
+            );
+            assert!(
+                names.iter().any(|n| n.starts_with("/bin/")),
+                "{}: pid {} ({}): {names:?}",
+                g.name,
+                p.pid,
+                p.name
+            );
+            users += 1;
+        }
+        assert!(users >= 6, "{}: {users} user processes", g.name);
+    }
+}
+
+/// Paths across mounts: init mounted proc, sysfs and devtmpfs on the initramfs root; the
+/// root dentry of each child mount of init's root mount renders as its mount point.
+#[test]
+fn d_path_crosses_mounts() {
+    use vmi_core::Va;
+    use vmi_os_linux::analysis::ps::find_process;
+    use vmi_os_linux::comps::file::{d_path, FileOffsets};
+    for g in common::guests() {
+        let session = g.session();
+        let kernel = g.kernel(&session);
+        let p = kernel.profile();
+        let off = |ty: &str, f: &str| p.field_offset(ty, f).unwrap();
+        let mem = kernel.memory(&session);
+        let at = |va: Va, o: u64| mem.read_va(va.checked_add(o).unwrap()).unwrap();
+        let init = find_process(&session, &kernel, 1).unwrap().task;
+        let fs = at(init, off("task_struct", "fs"));
+        let root = off("fs_struct", "root");
+        let root_mnt = at(fs, root + off("path", "mnt"));
+        let root_dentry = at(fs, root + off("path", "dentry"));
+        let offsets = FileOffsets::resolve_for(&kernel).unwrap();
+        assert_eq!(d_path(&mem, &offsets, root_mnt, root_dentry).unwrap(), "/");
+
+        let mnt = off("mount", "mnt");
+        let root_mount = root_mnt.checked_sub(mnt).unwrap();
+        let head = root_mount.checked_add(off("mount", "mnt_mounts")).unwrap();
+        let mut paths = Vec::new();
+        let mut entry = at(head, 0);
+        while entry != head && paths.len() < 64 {
+            let child = entry.checked_sub(off("mount", "mnt_child")).unwrap();
+            let vfsmount = child.checked_add(mnt).unwrap();
+            let dentry = at(vfsmount, off("vfsmount", "mnt_root"));
+            paths.push(d_path(&mem, &offsets, vfsmount, dentry).unwrap());
+            entry = at(entry, 0);
+        }
+        paths.sort();
+        assert_eq!(paths, ["/dev", "/proc", "/sys"], "{}", g.name);
+    }
+}

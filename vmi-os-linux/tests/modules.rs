@@ -35,3 +35,37 @@ fn modules_match_proc_modules() {
         eprintln!("{}: {} modules match", g.name, ours.len());
     }
 }
+
+/// Wall-clock times of the three analyses on each guest (run with `--release -- --ignored
+/// --nocapture timings`): discovery once, then each analysis on a warm session.
+#[test]
+#[ignore]
+fn timings() {
+    use std::time::Instant;
+    use vmi_os_linux::analysis::{dmesg::dmesg, maps::maps};
+    for g in common::guests() {
+        let session = g.session();
+        let t = Instant::now();
+        let kernel = g.kernel(&session);
+        let discover = t.elapsed();
+        let pid = g.targets()[1].pid;
+        let time = |f: &dyn Fn() -> usize| {
+            let t = Instant::now();
+            let n = f();
+            let first = t.elapsed();
+            let t = Instant::now();
+            for _ in 0..10 {
+                f();
+            }
+            (n, first, t.elapsed() / 10)
+        };
+        let m = time(&|| maps(&session, &kernel, pid).unwrap().items.len());
+        let md = time(&|| modules(&session, &kernel).unwrap().items.len());
+        let d = time(&|| dmesg(&session, &kernel).unwrap().items.len());
+        eprintln!(
+            "{}: discover {discover:?}; maps({pid}) {} in {:?} (then {:?}); modules {} in {:?} \
+             (then {:?}); dmesg {} in {:?} (then {:?})",
+            g.name, m.0, m.1, m.2, md.0, md.1, md.2, d.0, d.1, d.2
+        );
+    }
+}

@@ -227,3 +227,55 @@ pub fn process_space(ctx: &Context<'_>, pid: u32) -> Result<AddressSpace, BoxErr
     let process = vmi_os_linux::find_process(ctx.session, kernel, pid)?;
     Ok(vmi_os_linux::process_space(ctx.session, kernel, &process)?)
 }
+
+/// `vmi maps PID`.
+pub fn maps(ctx: &Context<'_>, args: &PidArgs) -> Result<(), BoxError> {
+    let partial = vmi_os_linux::maps(ctx.session, kernel(ctx)?, args.pid)?;
+    warn(&partial);
+    output::emit(ctx.format, &partial.items, || {
+        partial
+            .items
+            .iter()
+            .map(|m| {
+                format!(
+                    "{:x}-{:x} {} {:08x} {}\n",
+                    m.start, m.end, m.perms, m.offset, m.path
+                )
+            })
+            .collect()
+    })
+}
+
+/// `vmi modules`.
+pub fn modules(ctx: &Context<'_>) -> Result<(), BoxError> {
+    let partial = vmi_os_linux::modules(ctx.session, kernel(ctx)?)?;
+    warn(&partial);
+    let rows: Vec<Vec<String>> = partial
+        .items
+        .iter()
+        .map(|m| vec![m.name.clone(), m.base.to_string(), m.size.to_string()])
+        .collect();
+    output::emit(ctx.format, &partial.items, || {
+        output::columns(&["name", "base", "size"], &rows)
+    })
+}
+
+/// `vmi dmesg`.
+pub fn dmesg(ctx: &Context<'_>) -> Result<(), BoxError> {
+    let partial = vmi_os_linux::dmesg(ctx.session, kernel(ctx)?)?;
+    warn(&partial);
+    output::emit(ctx.format, &partial.items, || {
+        partial
+            .items
+            .iter()
+            .map(|r| {
+                format!(
+                    "[{:5}.{:06}] {}\n",
+                    r.timestamp_ns / 1_000_000_000,
+                    r.timestamp_ns % 1_000_000_000 / 1000,
+                    r.text
+                )
+            })
+            .collect()
+    })
+}

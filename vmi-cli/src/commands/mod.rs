@@ -76,6 +76,9 @@ fn dispatch(cli: &Cli, session: &Session, profiles: &[Profile]) -> Result<(), Bo
         Command::Threads(args) => linux::threads(&ctx, args),
         Command::Cmdline(args) => linux::cmdline(&ctx, args),
         Command::Env(args) => linux::env(&ctx, args),
+        Command::Maps(args) => linux::maps(&ctx, args),
+        Command::Modules => linux::modules(&ctx),
+        Command::Dmesg => linux::dmesg(&ctx),
     }
 }
 

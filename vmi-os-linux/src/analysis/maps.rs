@@ -21,7 +21,8 @@ use serde::Serialize;
 use vmi_core::{Profile, ProfileError, Session, Va, VirtualMemory};
 
 use crate::comps::file::{file_info, FileOffsets};
-use crate::comps::vma::{Scalar, StructBuf, Vma, VmaOffsets};
+use crate::comps::layout::{Scalar, StructBuf};
+use crate::comps::vma::{Vma, VmaOffsets};
 use crate::error::LinuxError;
 use crate::iter::maple::{self, MapleLimits, MapleOffsets};
 use crate::kernel::Kernel;
@@ -71,9 +72,9 @@ impl MmFields {
             mm_mt: profile.field_offset("mm_struct", "mm_mt")?,
             span: usize::try_from(end)
                 .ok()
-                .filter(|&e| e as u64 <= crate::comps::vma::MAX_STRUCT_SIZE)
+                .filter(|&e| e as u64 <= crate::comps::layout::MAX_STRUCT_SIZE)
                 .ok_or_else(|| {
-                    crate::comps::vma::unexpected_layout("mm_struct", "brk", "too far")
+                    crate::comps::layout::unexpected_layout("mm_struct", "brk", "too far")
                 })?,
             start_brk,
             brk,
@@ -170,7 +171,8 @@ pub fn maps_with(
         let vma = match Vma::read(mem, &layout.vma, Va::new(e.value)) {
             Ok(v) => v,
             Err(err) => {
-                out.warnings.push(err);
+                out.warnings
+                    .push(in_context("vm_area_struct", Va::new(e.value), err));
                 continue;
             }
         };
@@ -188,7 +190,8 @@ pub fn maps_with(
         let (inode, path) = match name(mem, layout, &vma, start_brk, brk, start_stack) {
             Ok(n) => n,
             Err(err) => {
-                out.warnings.push(err);
+                out.warnings
+                    .push(in_context("name of vm_area_struct", vma.addr, err));
                 (0, String::new())
             }
         };
@@ -202,6 +205,18 @@ pub fn maps_with(
         });
     }
     Ok(out)
+}
+
+/// A warning that says which structure a failed read was for.
+fn in_context(what: &'static str, at: Va, e: LinuxError) -> LinuxError {
+    match e {
+        LinuxError::Memory(m) => LinuxError::Corrupt {
+            what,
+            at,
+            reason: format!("cannot be read: {m}"),
+        },
+        other => other,
+    }
 }
 
 /// The inode and name column of a mapping.

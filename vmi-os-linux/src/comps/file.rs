@@ -19,7 +19,7 @@
 
 use vmi_core::{Profile, ProfileError, Va, VirtualMemory};
 
-use crate::comps::vma::{Scalar, StructBuf};
+use crate::comps::layout::{Scalar, StructBuf};
 use crate::error::LinuxError;
 use crate::kernel::Kernel;
 
@@ -58,8 +58,8 @@ fn span(fields: &[Scalar]) -> Result<usize, ProfileError> {
     let end = fields.iter().map(Scalar::end).max().unwrap_or(0);
     usize::try_from(end)
         .ok()
-        .filter(|&e| e as u64 <= crate::comps::vma::MAX_STRUCT_SIZE)
-        .ok_or_else(|| crate::comps::vma::unexpected_layout("file", "<span>", "too large"))
+        .filter(|&e| e as u64 <= crate::comps::layout::MAX_STRUCT_SIZE)
+        .ok_or_else(|| crate::comps::layout::unexpected_layout("file", "<span>", "too large"))
 }
 
 impl FileOffsets {
@@ -79,7 +79,9 @@ impl FileOffsets {
         let mnt_root = Scalar {
             offset: mount_mnt
                 .checked_add(mnt_root_in_vfsmount.offset)
-                .ok_or_else(|| crate::comps::vma::unexpected_layout("mount", "mnt", "overflow"))?,
+                .ok_or_else(|| {
+                    crate::comps::layout::unexpected_layout("mount", "mnt", "overflow")
+                })?,
             ..mnt_root_in_vfsmount
         };
         let mnt_parent = Scalar::resolve(profile, "mount", "mnt_parent")?;
@@ -215,8 +217,8 @@ pub fn d_path(
     let mut crossings = 0usize;
     let mut cur = first;
     let mut cur_at = dentry;
+    let mut m = StructBuf::read(mem, "mount", mount, offsets.mount_span)?;
     loop {
-        let m = StructBuf::read(mem, "mount", mount, offsets.mount_span)?;
         if cur_at == m.va(offsets.mnt_root)? {
             let parent = m.va(offsets.mnt_parent)?;
             if parent == mount {
@@ -232,6 +234,7 @@ pub fn d_path(
             }
             cur_at = m.va(offsets.mnt_mountpoint)?;
             mount = parent;
+            m = StructBuf::read(mem, "mount", mount, offsets.mount_span)?;
             cur = read_dentry(mem, offsets, cur_at)?;
             continue;
         }

@@ -2,6 +2,7 @@
 //! into typed offsets) and how to read them.
 
 pub mod file;
+pub mod layout;
 pub mod mm;
 pub mod module;
 pub mod printk;

@@ -15,7 +15,7 @@
 
 use vmi_core::{Profile, ProfileError, Va, VirtualMemory};
 
-use crate::comps::vma::{unexpected_layout, ArrayField, Scalar, StructBuf, MAX_STRUCT_SIZE};
+use crate::comps::layout::{unexpected_layout, ArrayField, Scalar, StructBuf, MAX_STRUCT_SIZE};
 use crate::error::LinuxError;
 
 /// `MODULE_STATE_UNFORMED` of `enum module_state` (LIVE, COMING, GOING, UNFORMED): a module

@@ -23,7 +23,7 @@
 use serde::Serialize;
 use vmi_core::{Profile, ProfileError, Va, VirtualMemory};
 
-use crate::comps::vma::{unexpected_layout, Scalar, StructBuf};
+use crate::comps::layout::{unexpected_layout, Scalar, StructBuf};
 use crate::error::LinuxError;
 use crate::partial::Partial;
 
@@ -35,6 +35,8 @@ pub const PRB_SYMBOL: &str = "prb";
 pub const MAX_COUNT_BITS: u64 = 26;
 /// The most text ring bits accepted: `LOG_BUF_LEN_MAX` is 2^31.
 pub const MAX_SIZE_BITS: u64 = 31;
+/// The fewest text ring bits accepted: the ring must hold at least one block id.
+pub const MIN_SIZE_BITS: u64 = 3;
 /// Per-record warnings kept; further problems are counted in one last warning.
 pub const MAX_RECORD_WARNINGS: usize = 32;
 
@@ -207,9 +209,9 @@ impl Ringbuffer {
                 "desc_ring.count_bits is {count_bits}, above the kernel's maximum of {MAX_COUNT_BITS}"
             )));
         }
-        if !(BLOCK_ID_SIZE.trailing_zeros() as u64..=MAX_SIZE_BITS).contains(&size_bits) {
+        if !(MIN_SIZE_BITS..=MAX_SIZE_BITS).contains(&size_bits) {
             return Err(b.corrupt(format!(
-                "text_data_ring.size_bits is {size_bits}, outside 3..={MAX_SIZE_BITS}"
+                "text_data_ring.size_bits is {size_bits}, outside {MIN_SIZE_BITS}..={MAX_SIZE_BITS}"
             )));
         }
         Ok(Ringbuffer {
@@ -392,15 +394,15 @@ fn record(
         at: rb.addr,
         reason: format!("descriptor id {id:#x}: {reason}"),
     };
-    let slice = |buf: &[u8], stride: u64| {
+    // j < CHUNK and strides are at most 4 KiB (checked when resolved): no overflow.
+    fn slice(buf: &[u8], j: u64, stride: u64) -> Option<&[u8]> {
         let s = (j * stride) as usize;
         buf.get(s..s + stride as usize)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| corrupt("outside the bytes read".into()))
-    };
-    let desc = slice(descs, offsets.desc_size)?;
+    }
+    let outside = || corrupt("outside the bytes read".into());
+    let desc = slice(descs, j, offsets.desc_size).ok_or_else(outside)?;
     let get = |buf: &[u8], s: Scalar| s.get(buf).ok_or_else(|| corrupt("field outside".into()));
-    let sv = get(&desc, offsets.state_var)?;
+    let sv = get(desc, offsets.state_var)?;
     let state = sv >> DESC_FLAGS_SHIFT;
     if state != DESC_COMMITTED && state != DESC_FINALIZED {
         return Ok(None);
@@ -412,24 +414,22 @@ fn record(
         )));
     }
     let info = match offsets.info_in_desc {
-        Some(o) => desc
-            .get(o as usize..(o + offsets.info_size) as usize)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| corrupt("info outside the descriptor".into()))?,
-        None => slice(infos, offsets.info_size)?,
-    };
-    let seq = get(&info, offsets.seq)?;
+        Some(o) => desc.get(o as usize..(o + offsets.info_size) as usize),
+        None => slice(infos, j, offsets.info_size),
+    }
+    .ok_or_else(outside)?;
+    let seq = get(info, offsets.seq)?;
     if (seq ^ id) & (rb.count() - 1) != 0 {
         return Err(corrupt(format!(
             "sequence number {seq} is not at this index"
         )));
     }
-    let begin = get(&desc, offsets.blk_begin)?;
-    let next = get(&desc, offsets.blk_next)?;
+    let begin = get(desc, offsets.blk_begin)?;
+    let next = get(desc, offsets.blk_next)?;
     let Some((at, avail)) = rb.locate(begin, next).map_err(corrupt)? else {
         return Ok(None);
     };
-    let text_len = get(&info, offsets.text_len)?;
+    let text_len = get(info, offsets.text_len)?;
     if text_len > avail {
         return Err(corrupt(format!(
             "text_len {text_len} exceeds its data block of {avail} bytes"
@@ -457,9 +457,9 @@ fn record(
     };
     Ok(Some(LogRecord {
         seq,
-        timestamp_ns: get(&info, offsets.ts_nsec)?,
-        level: get(&info, offsets.level)? as u8,
-        facility: get(&info, offsets.facility)? as u8,
+        timestamp_ns: get(info, offsets.ts_nsec)?,
+        level: get(info, offsets.level)? as u8,
+        facility: get(info, offsets.facility)? as u8,
         text,
     }))
 }

@@ -19,7 +19,8 @@
 //! on 64-bit kernels, `maple_arange_64.slot` 10). The walk is bounded: a depth cap, a node
 //! cap and an entry cap, a visited set (a node reached twice is skipped with a warning, so a
 //! slot pointing back at its own node cannot loop), pivots checked to rise inside the node's
-//! range, and dead nodes (`parent` pointing at the node itself) skipped.
+//! range, and dead nodes (`parent` pointing at the node itself) skipped. At most
+//! [`MAX_WARNINGS`] warnings are kept per walk, plus one counting the rest.
 
 use rustc_hash::FxHashSet;
 use vmi_core::profile::TypeRef;
@@ -41,6 +42,8 @@ const RESERVED_RANGE: u64 = 4096;
 const MAX_NODE_SIZE: u64 = 4096;
 /// The most slots a node type may have according to a profile (real: 31 dense, 16, 10).
 const MAX_SLOTS: u64 = 64;
+/// Warnings kept per walk; further problems are counted in one last warning.
+pub const MAX_WARNINGS: usize = 32;
 
 /// `enum maple_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +136,7 @@ impl NodeLayout {
 }
 
 fn bad(ty: &str, field: &str, why: &str) -> ProfileError {
-    crate::comps::vma::unexpected_layout(ty, field, why)
+    crate::comps::layout::unexpected_layout(ty, field, why)
 }
 
 /// An array of 8-byte words inside a node: (offset, count).
@@ -307,6 +310,7 @@ pub fn entries(
         visited: FxHashSet::default(),
         buf: vec![0u8; offsets.node_size],
         out,
+        dropped: 0,
     };
     let mut stack = vec![Pending {
         enode: root & !ROOT_NODE,
@@ -317,7 +321,7 @@ pub fn entries(
     let mut children = Vec::new();
     while let Some(p) = stack.pop() {
         if walker.visited.len() >= limits.max_nodes {
-            walker.out.warnings.push(LinuxError::Unbounded {
+            walker.push_warning(LinuxError::Unbounded {
                 what: "maple tree nodes",
                 head: tree,
                 limit: limits.max_nodes,
@@ -331,6 +335,13 @@ pub fn entries(
         // Children were collected left to right; the stack pops the leftmost first.
         stack.extend(children.drain(..).rev());
     }
+    if walker.dropped > 0 {
+        walker.out.warnings.push(LinuxError::Corrupt {
+            what: "maple tree",
+            at: tree,
+            reason: format!("{} more problems in the tree", walker.dropped),
+        });
+    }
     Ok(walker.out)
 }
 
@@ -342,15 +353,25 @@ struct Walker<'m, 'a> {
     visited: FxHashSet<u64>,
     buf: Vec<u8>,
     out: Partial<MapleEntry>,
+    dropped: usize,
 }
 
 impl Walker<'_, '_> {
     fn warn(&mut self, at: u64, reason: String) {
-        self.out.warnings.push(LinuxError::Corrupt {
+        self.push_warning(LinuxError::Corrupt {
             what: "maple node",
             at: Va::new(at),
             reason,
         });
+    }
+
+    /// Keeps the first [`MAX_WARNINGS`] warnings and counts the rest.
+    fn push_warning(&mut self, e: LinuxError) {
+        if self.out.warnings.len() < MAX_WARNINGS {
+            self.out.warnings.push(e);
+        } else {
+            self.dropped += 1;
+        }
     }
 
     fn word(&self, offset: u64, index: usize) -> u64 {
@@ -386,7 +407,7 @@ impl Walker<'_, '_> {
             return true;
         }
         if let Err(e) = self.mem.read_exact(Va::new(node), &mut self.buf) {
-            self.out.warnings.push(e.into());
+            self.warn(node, format!("cannot be read: {e}"));
             return true;
         }
         if self.word(self.offsets.parent, 0) & !NODE_MASK == node {
@@ -426,7 +447,7 @@ impl Walker<'_, '_> {
             if ty.is_leaf() {
                 if slot != 0 && !is_reserved(slot) {
                     if self.out.items.len() >= self.limits.max_entries {
-                        self.out.warnings.push(LinuxError::Unbounded {
+                        self.push_warning(LinuxError::Unbounded {
                             what: "maple tree entries",
                             head: self.tree,
                             limit: self.limits.max_entries,
@@ -442,11 +463,13 @@ impl Walker<'_, '_> {
             } else if slot == 0 || is_reserved(slot) {
                 self.warn(node, format!("internal slot {i} holds no node ({slot:#x})"));
             } else if p.depth >= self.limits.max_depth {
-                self.out.warnings.push(LinuxError::Unbounded {
-                    what: "maple tree depth",
-                    head: self.tree,
-                    limit: self.limits.max_depth,
-                });
+                self.warn(
+                    node,
+                    format!(
+                        "at depth {}, the deepest allowed: its children are skipped",
+                        p.depth
+                    ),
+                );
                 break;
             } else {
                 children.push(Pending {
@@ -500,6 +523,10 @@ impl Walker<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustc_hash::FxHashMap;
+    use vmi_core::memory::BufferMemory;
+    use vmi_core::profile::{Field, UserType, UserTypeKind};
+    use vmi_core::{AddressSpace, Pa, PagingMode};
 
     #[test]
     fn tags() {
@@ -518,5 +545,282 @@ mod tests {
         assert_eq!(NodeType::of_enode(0x7 << 3), None);
         assert!(NodeType::Leaf64.is_leaf() && NodeType::Dense.is_leaf());
         assert!(!NodeType::Range64.is_leaf() && !NodeType::Arange64.is_leaf());
+    }
+
+    /// The 64-bit layouts of include/linux/maple_tree.h, as BTF describes them.
+    fn profile() -> Profile {
+        let mut p = Profile::new("synthetic maple");
+        p.insert_base_type("long unsigned int", 8);
+        p.insert_base_type("unsigned char", 1);
+        let words = |n| TypeRef::Array {
+            count: n,
+            element: Box::new(TypeRef::Base("long unsigned int".into())),
+        };
+        let ptrs = |n| TypeRef::Array {
+            count: n,
+            element: Box::new(TypeRef::Pointer(Box::new(TypeRef::Void))),
+        };
+        let ptr = TypeRef::Pointer(Box::new(TypeRef::Void));
+        let mut add = |name: &str, size, fields: Vec<(&str, u64, TypeRef)>| {
+            let fields: FxHashMap<String, Field> = fields
+                .into_iter()
+                .map(|(n, offset, ty)| (n.to_owned(), Field { offset, ty }))
+                .collect();
+            p.insert_type(
+                name,
+                UserType {
+                    kind: UserTypeKind::Struct,
+                    size,
+                    fields,
+                },
+            );
+        };
+        let meta = TypeRef::Struct("maple_metadata".into());
+        add("maple_tree", 24, vec![("ma_root", 8, ptr.clone())]);
+        add(
+            "maple_node",
+            256,
+            vec![("parent", 0, ptr.clone()), ("slot", 8, ptrs(31))],
+        );
+        add(
+            "maple_range_64",
+            256,
+            vec![
+                ("pivot", 8, words(15)),
+                ("slot", 128, ptrs(16)),
+                ("meta", 248, meta.clone()),
+            ],
+        );
+        add(
+            "maple_arange_64",
+            248,
+            vec![
+                ("pivot", 8, words(9)),
+                ("slot", 80, ptrs(10)),
+                ("meta", 240, meta),
+            ],
+        );
+        add(
+            "maple_metadata",
+            2,
+            vec![("end", 0, TypeRef::Base("unsigned char".into()))],
+        );
+        p
+    }
+
+    /// Guest memory of 64 KiB, identity-mapped; the tree struct is at 0x100, node `k` at
+    /// `0x1000 + 0x100 * k`.
+    struct Guest {
+        bytes: Vec<u8>,
+    }
+
+    const TREE: u64 = 0x100;
+
+    fn node(k: u64) -> u64 {
+        0x1000 + 0x100 * k
+    }
+
+    fn enode(k: u64, ty: u64) -> u64 {
+        node(k) | (ty << TYPE_SHIFT) | 0x4
+    }
+
+    impl Guest {
+        fn new() -> Self {
+            Guest {
+                bytes: vec![0; 0x10000],
+            }
+        }
+
+        fn put(&mut self, at: u64, v: u64) -> &mut Self {
+            let at = at as usize;
+            self.bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
+            self
+        }
+
+        fn root(&mut self, v: u64) -> &mut Self {
+            self.put(TREE + 8, v)
+        }
+
+        /// A range-type node (`leaf_64`/`range_64`): pivots, slots, metadata end.
+        /// The metadata shares its bytes with slot 15, as in the kernel: a full node has no
+        /// metadata.
+        fn range(&mut self, k: u64, pivots: &[u64], slots: &[u64], end: u8) -> &mut Self {
+            self.bytes[(node(k) + 248) as usize] = end;
+            for (i, &p) in pivots.iter().enumerate() {
+                self.put(node(k) + 8 + 8 * i as u64, p);
+            }
+            for (i, &s) in slots.iter().enumerate() {
+                self.put(node(k) + 128 + 8 * i as u64, s);
+            }
+            self
+        }
+
+        fn arange(&mut self, k: u64, pivots: &[u64], slots: &[u64], end: u8) -> &mut Self {
+            for (i, &p) in pivots.iter().enumerate() {
+                self.put(node(k) + 8 + 8 * i as u64, p);
+            }
+            for (i, &s) in slots.iter().enumerate() {
+                self.put(node(k) + 80 + 8 * i as u64, s);
+            }
+            self.bytes[(node(k) + 240) as usize] = end;
+            self
+        }
+
+        fn walk(&self, limits: &MapleLimits) -> Partial<MapleEntry> {
+            let mem = BufferMemory::new(Pa::new(0), self.bytes.clone());
+            let arch = vmi_arch_x86::X86::new();
+            let space = AddressSpace {
+                root: Pa::new(0),
+                mode: PagingMode::Disabled,
+            };
+            let vm = VirtualMemory::new(&mem, &arch, space);
+            let offsets = MapleOffsets::resolve(&profile()).unwrap();
+            entries(&vm, &offsets, Va::new(TREE), limits).unwrap()
+        }
+    }
+
+    fn ranges(p: &Partial<MapleEntry>) -> Vec<(u64, u64, u64)> {
+        p.items.iter().map(|e| (e.first, e.last, e.value)).collect()
+    }
+
+    #[test]
+    fn empty_single_and_reserved_roots() {
+        let l = MapleLimits::default();
+        let w = Guest::new().walk(&l);
+        assert!(w.items.is_empty() && w.warnings.is_empty());
+        let w = Guest::new().root(0xabc0).walk(&l);
+        assert_eq!(ranges(&w), [(0, 0, 0xabc0)]);
+        // XA_ZERO_ENTRY in the root is not data.
+        let w = Guest::new().root(0x406).walk(&l);
+        assert!(w.items.is_empty() && w.warnings.is_empty());
+    }
+
+    #[test]
+    fn two_levels_with_gaps_full_leaves_and_implied_maxima() {
+        let mut g = Guest::new();
+        // Root: [0, 0x4fff] -> leaf 1, [0x5000, max] -> leaf 2.
+        g.root(enode(0, 3) | ROOT_NODE)
+            .arange(0, &[0x4fff], &[enode(1, 1), enode(2, 1)], 1);
+        // Leaf 1: a gap, [0x1000, 0x1fff] = A, a gap, [0x3000, 0x4fff] = B; its last pivot
+        // is 0, so the metadata end (3) says how many slots are used.
+        g.range(1, &[0xfff, 0x1fff, 0x2fff, 0x4fff], &[0, 0xa0, 0, 0xb0], 3);
+        // Leaf 2: all 16 slots used, the last up to the implied maximum.
+        let pivots: Vec<u64> = (1..=15).map(|i| 0x5000 + i * 0x1000 - 1).collect();
+        let slots: Vec<u64> = (0..16).map(|i| 0x100 + 0x10 * i).collect();
+        g.range(2, &pivots, &slots, 0);
+        // Garbage after the used slots of leaf 1 is ignored.
+        g.put(node(1) + 128 + 8 * 5, 0xdead0);
+        let w = g.walk(&MapleLimits::default());
+        assert!(w.warnings.is_empty(), "{:?}", w.warnings);
+        let mut want = vec![(0x1000, 0x1fff, 0xa0), (0x3000, 0x4fff, 0xb0)];
+        for i in 0..16u64 {
+            let last = if i == 15 {
+                u64::MAX
+            } else {
+                0x5000 + (i + 1) * 0x1000 - 1
+            };
+            want.push((0x5000 + i * 0x1000, last, 0x100 + 0x10 * i));
+        }
+        assert_eq!(ranges(&w), want);
+    }
+
+    #[test]
+    fn dense_leaves_cover_one_index_per_slot() {
+        let mut g = Guest::new();
+        g.root(enode(0, 2) | ROOT_NODE)
+            .range(0, &[0x7, 0x0], &[enode(1, 0), 0], 0);
+        // Dense node for [0, 7]: slots 8.. would be beyond the node's range.
+        for i in 0..31u64 {
+            g.put(
+                node(1) + 8 + 8 * i,
+                if i % 2 == 0 { 0x40 + 8 * i } else { 0 },
+            );
+        }
+        let w = g.walk(&MapleLimits::default());
+        assert!(w.warnings.is_empty(), "{:?}", w.warnings);
+        assert_eq!(
+            ranges(&w),
+            [(0, 0, 0x40), (2, 2, 0x50), (4, 4, 0x60), (6, 6, 0x70)]
+        );
+    }
+
+    #[test]
+    fn node_and_entry_caps() {
+        let mut g = Guest::new();
+        g.root(enode(0, 3) | ROOT_NODE)
+            .arange(0, &[0xfff], &[enode(1, 1), enode(2, 1)], 1)
+            .range(1, &[0xfff], &[0xa0], 0)
+            .range(2, &[0x1fff], &[0xb0], 0);
+        let w = g.walk(&MapleLimits {
+            max_nodes: 2,
+            ..MapleLimits::default()
+        });
+        assert_eq!(ranges(&w), [(0, 0xfff, 0xa0)]);
+        assert!(w.warnings[0].to_string().contains("no end after 2 entries"));
+        let w = g.walk(&MapleLimits {
+            max_entries: 1,
+            ..MapleLimits::default()
+        });
+        assert_eq!(ranges(&w), [(0, 0xfff, 0xa0)]);
+        assert_eq!(w.warnings.len(), 1);
+    }
+
+    #[test]
+    fn warnings_are_capped() {
+        // 10 children, each with 16 slots of an invalid node type: 160 problems.
+        let mut g = Guest::new();
+        let pivots: Vec<u64> = (1..10).map(|i| i * 0x10_0000 - 1).collect();
+        let children: Vec<u64> = (1..=10).map(|k| enode(k, 2)).collect();
+        g.root(enode(0, 3) | ROOT_NODE)
+            .arange(0, &pivots, &children, 9);
+        for k in 1..=10u64 {
+            let lo = (k - 1) * 0x10_0000;
+            let pivots: Vec<u64> = (1..16).map(|i| lo + i * 0x100 - 1).collect();
+            let bad: Vec<u64> = (0..16).map(|i| enode(11 + i, 7)).collect();
+            g.range(k, &pivots, &bad, 0);
+        }
+        let w = g.walk(&MapleLimits::default());
+        assert!(w.items.is_empty());
+        assert_eq!(w.warnings.len(), MAX_WARNINGS + 1);
+        assert!(w.warnings[MAX_WARNINGS]
+            .to_string()
+            .contains("128 more problems"));
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Random node bytes under a random root never panic, and whatever comes out is in
+        /// index order, without overlaps, within the caps.
+        #[test]
+        fn random_trees_give_ordered_entries(
+            root_node in 0u64..16,
+            root_type in 0u64..8,
+            words in proptest::collection::vec(
+                prop_oneof![
+                    // Mostly encoded nodes of this guest, small pivots and entries.
+                    (0u64..16, 0u64..8).prop_map(|(k, t)| enode(k, t)),
+                    0u64..0x1_0000,
+                    any::<u64>(),
+                ],
+                16 * 32,
+            ),
+        ) {
+            let mut g = Guest::new();
+            g.root(enode(root_node, root_type) | ROOT_NODE);
+            for (i, w) in words.iter().enumerate() {
+                g.put(node(0) + 8 * i as u64, *w);
+            }
+            let w = g.walk(&MapleLimits { max_nodes: 64, ..MapleLimits::default() });
+            prop_assert!(w.warnings.len() <= MAX_WARNINGS + 1);
+            for e in &w.items {
+                prop_assert!(e.first <= e.last);
+            }
+            for pair in w.items.windows(2) {
+                prop_assert!(pair[0].last < pair[1].first, "{:?}", pair);
+            }
+        }
     }
 }
