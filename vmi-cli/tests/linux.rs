@@ -235,3 +235,55 @@ fn modules_and_maps_equal_proc() {
         let _ = std::fs::remove_dir_all(&cache);
     }
 }
+
+/// `../shared/data` (or `$VMI_SHARED_DIR/data`): real dwarf2json ISFs of the fixture kernels.
+fn shared_isf(name: &str) -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("VMI_SHARED_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    let p = base.join("data/linux-isf").join(name);
+    p.exists().then_some(p)
+}
+
+#[test]
+fn symbols_from_a_dwarf2json_isf_or_a_system_map_give_the_same_processes() {
+    let Some(isf) = shared_isf("linux-6.1.0-56-amd64.json.xz") else {
+        eprintln!("SKIP: ../shared/data/linux-isf/linux-6.1.0-56-amd64.json.xz is not here");
+        return;
+    };
+    // A System.map of the same kernel, written from the ISF's symbols (Debian ships only a
+    // stub): symbols from the file, types from the guest's BTF.
+    let profile = vmi_core::Profile::from_path(&isf).unwrap();
+    let dir = std::env::temp_dir().join(format!("vmi-sysmap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let map = dir.join("System.map");
+    let text: String = profile
+        .symbols()
+        // dwarf2json lists a few names nm would not print (empty ones): leave them out.
+        .filter(|(name, _)| !name.is_empty() && !name.contains(char::is_whitespace))
+        .map(|(name, s)| format!("{:016x} T {name}\n", s.address))
+        .collect();
+    std::fs::write(&map, text).unwrap();
+
+    let exact = |g: &common::Guest| g.kernel_package.starts_with("linux-image-6.1.0-56-");
+    for g in guests().into_iter().filter(exact) {
+        let cache = fresh_cache_dir("symbols");
+        let elf = g.elf();
+        let t = elf.to_str().unwrap();
+        let own = run_json_cached(&cache, &["--target", t, "ps"]);
+        for source in [&isf, &map] {
+            let s = source.to_str().unwrap();
+            let with = run_json_cached(&cache, &["--target", t, "--symbols", s, "ps"]);
+            assert_eq!(with, own, "{}: --symbols {s}", g.name);
+            let info = run_json_cached(&cache, &["--target", t, "--symbols", s, "info"]);
+            assert_eq!(
+                info["os"]["version"],
+                g.truth("version").trim_end(),
+                "{}",
+                g.name
+            );
+        }
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

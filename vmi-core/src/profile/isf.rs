@@ -272,6 +272,58 @@ pub fn from_profile(profile: &Profile, metadata: serde_json::Value) -> IsfDocume
     doc
 }
 
+/// How deep anonymous members nest at most (the kernel nests three or four levels); the bound
+/// keeps a hostile document whose anonymous members contain each other finite.
+const MAX_ANONYMOUS_DEPTH: usize = 8;
+
+/// Makes the members of anonymous structs and unions reachable from their parent at the
+/// summed offset, as C code names them (`mm->pgd` where `pgd` sits in an anonymous struct of
+/// `mm_struct`). A member the parent already names is kept.
+fn flatten_anonymous_members(profile: &mut Profile, anonymous: &[(String, String)]) {
+    let mut additions: Vec<(String, String, Field)> = Vec::new();
+    for (parent, field) in anonymous {
+        let Ok(f) = profile.field(parent, field) else {
+            continue;
+        };
+        // (type name, offset of that type inside `parent`, depth)
+        let mut stack = match &f.ty {
+            TypeRef::Struct(t) | TypeRef::Union(t) => vec![(t.clone(), f.offset, 1usize)],
+            _ => continue,
+        };
+        while let Some((inner, base, depth)) = stack.pop() {
+            let Some(inner_ty) = profile.user_type(&inner) else {
+                continue;
+            };
+            for (name, member) in &inner_ty.fields {
+                let Some(offset) = base.checked_add(member.offset) else {
+                    continue;
+                };
+                let nested = name.starts_with("unnamed_field");
+                match (&member.ty, nested) {
+                    (TypeRef::Struct(t) | TypeRef::Union(t), true)
+                        if depth < MAX_ANONYMOUS_DEPTH =>
+                    {
+                        stack.push((t.clone(), offset, depth + 1));
+                    }
+                    _ => additions.push((
+                        parent.clone(),
+                        name.clone(),
+                        Field {
+                            offset,
+                            ty: member.ty.clone(),
+                        },
+                    )),
+                }
+            }
+        }
+    }
+    for (parent, name, field) in additions {
+        if let Some(t) = profile.user_types.get_mut(&parent) {
+            t.fields.entry(name).or_insert(field);
+        }
+    }
+}
+
 /// The `metadata.format` major versions vmi reads.
 const SUPPORTED_MAJOR: std::ops::RangeInclusive<u64> = 4..=6;
 
@@ -310,7 +362,15 @@ pub fn parse(json: &[u8]) -> Result<Profile, ProfileError> {
     for (name, e) in &doc.enums {
         profile.insert_enum(name.clone(), e.size);
     }
+    // (type, field) of anonymous members: marked `anonymous`, or named `unnamed_field_*` as
+    // dwarf2json names them.
+    let mut anonymous: Vec<(String, String)> = Vec::new();
     for (name, t) in doc.user_types {
+        for (f, field) in &t.fields {
+            if field.anonymous || f.starts_with("unnamed_field") {
+                anonymous.push((name.clone(), f.clone()));
+            }
+        }
         let kind = match t.kind.as_str() {
             "struct" | "class" => UserTypeKind::Struct,
             "union" => UserTypeKind::Union,
@@ -344,6 +404,7 @@ pub fn parse(json: &[u8]) -> Result<Profile, ProfileError> {
             },
         );
     }
+    flatten_anonymous_members(&mut profile, &anonymous);
     for (name, s) in doc.symbols {
         profile.insert_symbol(
             name,
