@@ -2,7 +2,7 @@
 //!
 //! The walk follows the kernel's `modules` list (a `struct list_head` variable, newest module
 //! first) through `module.list`, bounded and cycle-checked by
-//! [`ListWalker`](crate::iter::list::ListWalker). Modules still being set up
+//! [`crate::iter::list::ListWalker`]. Modules still being set up
 //! (`MODULE_STATE_UNFORMED`) are skipped, as `/proc/modules` skips them. Name, size and base
 //! follow `m_show` (see [`crate::comps::module`]).
 

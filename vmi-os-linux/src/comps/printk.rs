@@ -1,4 +1,4 @@
-//! The lockless printk ring buffer (5.10+, kernel/printk/printk_ringbuffer.[ch]): the kernel
+//! The lockless printk ring buffer (5.10+, `kernel/printk/printk_ringbuffer.[ch]`): the kernel
 //! log.
 //!
 //! `struct printk_ringbuffer` has a descriptor ring (`desc_ring`: `count_bits`, `descs[]`,
