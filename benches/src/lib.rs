@@ -66,32 +66,17 @@ pub fn seeded_addresses(seed: u64, base: u64, span: u64, count: usize) -> Vec<Va
         .collect()
 }
 
-/// The real guest to measure on: `$VMI_BENCH_GUEST`, else the first complete 6.1 guest with
-/// 5-level paging in the fixture cache. `None` if there is none (the real-dump benchmarks are
-/// then skipped with a message).
+/// The real guest to measure on: `$VMI_BENCH_GUEST`, else the 6.1 guest with 5-level paging
+/// among the fixtures (see `vmi-fixtures`), else the first one. `None` if there is none (the
+/// real-dump benchmarks are then skipped with a message).
 pub fn real_guest() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("VMI_BENCH_GUEST") {
         return Some(PathBuf::from(dir));
     }
-    let cache = std::env::var_os("VMI_FIXTURES_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let base = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-            Some(base.join("vmi-fixtures"))
-        })?;
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cache.join("guests"))
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("COMPLETE").exists())
-        .collect();
-    dirs.sort();
-    dirs.iter()
-        .find(|p| {
-            let name = p.to_string_lossy();
-            name.contains("6.1.0-") && name.ends_with("-l5")
-        })
-        .or(dirs.first())
-        .cloned()
+    let guests = vmi_fixtures::guests();
+    guests
+        .iter()
+        .find(|g| g.kernel_release.starts_with("6.1.") && g.paging == 5)
+        .or(guests.first())
+        .map(|g| g.dir.clone())
 }

@@ -6,7 +6,8 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{comm_matches, fresh_cache_dir, guests, hex, run_json_cached, targets, tasks};
+use common::{fresh_cache_dir, run_json_cached};
+use vmi_fixtures::{comm_matches, guests, hex};
 
 #[test]
 fn info_identifies_the_kernel_and_its_kaslr_slide() {
@@ -47,21 +48,37 @@ fn ps_equals_the_guest_process_list_cold_and_cached() {
             .iter()
             .map(|p| (p["pid"].as_u64().unwrap(), p))
             .collect();
-        let truth = tasks(&g);
+        let truth = g.tasks();
         assert_eq!(
             ours.keys().copied().collect::<Vec<_>>(),
-            truth.iter().map(|t| t.0).collect::<Vec<_>>(),
+            truth.iter().map(|t| u64::from(t.pid)).collect::<Vec<_>>(),
             "{}: pid sets differ",
             g.name
         );
-        for (pid, ppid, uid, gid, threads, name) in &truth {
-            let p = ours[pid];
-            assert_eq!(p["ppid"].as_u64(), Some(*ppid), "{} pid {pid}", g.name);
-            assert_eq!(p["uid"].as_u64(), Some(*uid), "{} pid {pid}", g.name);
-            assert_eq!(p["gid"].as_u64(), Some(*gid), "{} pid {pid}", g.name);
+        for t in &truth {
+            let (pid, name) = (t.pid, &t.name);
+            let p = ours[&u64::from(pid)];
+            assert_eq!(
+                p["ppid"].as_u64(),
+                Some(t.ppid.into()),
+                "{} pid {pid}",
+                g.name
+            );
+            assert_eq!(
+                p["uid"].as_u64(),
+                Some(t.uid.into()),
+                "{} pid {pid}",
+                g.name
+            );
+            assert_eq!(
+                p["gid"].as_u64(),
+                Some(t.gid.into()),
+                "{} pid {pid}",
+                g.name
+            );
             assert_eq!(
                 p["threads"].as_u64(),
-                Some(*threads),
+                Some(t.threads.into()),
                 "{} pid {pid}",
                 g.name
             );
@@ -71,7 +88,7 @@ fn ps_equals_the_guest_process_list_cold_and_cached() {
                 "{} pid {pid}: {ours_name} vs {name}",
                 g.name
             );
-            let kthread = *pid == 2 || *ppid == 2;
+            let kthread = pid == 2 || t.ppid == 2;
             assert_eq!(
                 p["kernel_thread"].as_bool(),
                 Some(kthread),
@@ -90,7 +107,8 @@ fn cmdline_env_and_process_reads_match_the_known_processes() {
         let cache = fresh_cache_dir("proc");
         let elf = g.elf();
         let t = elf.to_str().unwrap();
-        for (pid, heap) in targets(&g) {
+        for target in g.targets() {
+            let (pid, heap) = (target.pid, target.heap);
             let pid_s = pid.to_string();
             let cmd = run_json_cached(&cache, &["--target", t, "cmdline", &pid_s]);
             let want: Vec<String> = g
@@ -98,7 +116,7 @@ fn cmdline_env_and_process_reads_match_the_known_processes() {
                 .lines()
                 .map(str::to_owned)
                 .collect();
-            assert_eq!(cmd["pid"].as_u64(), Some(pid));
+            assert_eq!(cmd["pid"].as_u64(), Some(pid.into()));
             assert_eq!(
                 cmd["args"]
                     .as_array()
@@ -198,7 +216,7 @@ fn modules_and_maps_equal_proc() {
         assert!(!want.is_empty(), "{}: the guest loaded no modules", g.name);
         assert_eq!(got, want, "{}", g.name);
 
-        for (pid, _) in targets(&g) {
+        for pid in g.targets().iter().map(|t| t.pid) {
             // /proc/PID/maps: start-end perms offset dev inode path
             let want: Vec<(u64, u64, String, u64, String)> = g
                 .truth(&format!("maps/{pid}"))
@@ -265,7 +283,7 @@ fn symbols_from_a_dwarf2json_isf_or_a_system_map_give_the_same_processes() {
         .collect();
     std::fs::write(&map, text).unwrap();
 
-    let exact = |g: &common::Guest| g.kernel_package.starts_with("linux-image-6.1.0-56-");
+    let exact = |g: &vmi_fixtures::Guest| g.kernel_package.starts_with("linux-image-6.1.0-56-");
     for g in guests().into_iter().filter(exact) {
         let cache = fresh_cache_dir("symbols");
         let elf = g.elf();

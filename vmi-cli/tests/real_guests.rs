@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{bytes_of, guests, hex, run_json, Guest};
+use common::{bytes_of, run_json};
+use vmi_fixtures::{guests, hex, Guest};
 
 /// The banner string at `linux_banner`, read through `vmi read` with `extra` options.
 fn banner_via(target: &str, banner: u64, extra: &[&str]) -> String {

@@ -8,7 +8,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use common::{comm_matches, guests, run_ok, tasks};
+use common::run_ok;
+use vmi_fixtures::{comm_matches, guests};
 
 #[test]
 fn volatility_pslist_with_our_isf_lists_exactly_the_guest_processes() {
@@ -61,16 +62,17 @@ fn volatility_pslist_with_our_isf_lists_exactly_the_guest_processes() {
                 )
             })
             .collect();
-        let truth = tasks(&g);
+        let truth = g.tasks();
         assert_eq!(
             vol_tasks.keys().copied().collect::<Vec<_>>(),
-            truth.iter().map(|t| t.0).collect::<Vec<_>>(),
+            truth.iter().map(|t| u64::from(t.pid)).collect::<Vec<_>>(),
             "{}: Volatility's pids differ from the guest's",
             g.name
         );
-        for (pid, ppid, _, _, _, name) in &truth {
-            let (vol_ppid, vol_name) = &vol_tasks[pid];
-            assert_eq!(vol_ppid, ppid, "{} pid {pid}", g.name);
+        for t in &truth {
+            let (pid, name) = (t.pid, &t.name);
+            let (vol_ppid, vol_name) = &vol_tasks[&u64::from(pid)];
+            assert_eq!(*vol_ppid, u64::from(t.ppid), "{} pid {pid}", g.name);
             assert!(
                 comm_matches(vol_name, name),
                 "{} pid {pid}: {vol_name} vs {name}",

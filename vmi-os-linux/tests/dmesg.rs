@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::GuestExt;
+
 use vmi_os_linux::analysis::dmesg::{dmesg, LogRecord};
 
 /// `KERN_DEBUG`: the console log level of these guests is 7 (the Debian default), so only

@@ -4,105 +4,20 @@
 //! allocation by guest data.
 
 mod common;
+mod hostile;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::Guest;
-use vmi_core::{MemoryError, MemoryRegion, Pa, PageSize, PhysicalMemory, Session, Target, Va};
+use common::{Guest, GuestExt};
+use hostile::{largest_alloc, Overlay};
+use vmi_core::{Pa, PageSize, PhysicalMemory, Session, Target, Va};
 use vmi_core::{VcpuRegisters, VirtualMemory};
 use vmi_os_linux::analysis::process_memory::{cmdline, environ, read_process};
 use vmi_os_linux::analysis::ps::{find_process, process_tree, processes, threads, Process};
 use vmi_os_linux::iter::list::{ListOffsets, ListWalker};
 use vmi_os_linux::{Kernel, LinuxError};
-
-// ---------------------------------------------------------------------------------------------
-// The largest single allocation made by the current thread, to show that no guest length sizes
-// an allocation.
-
-thread_local! {
-    /// Const-initialised and without a destructor, so touching it never allocates.
-    static LARGEST_ALLOC: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note_alloc(size: usize) {
-    LARGEST_ALLOC.with(|m| m.set(m.get().max(size)));
-}
-
-/// `System`, noting the size of each allocation on the allocating thread.
-struct Counting;
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
-// `GlobalAlloc` contract holds exactly as it does for `System`; the bookkeeping only touches a
-// thread-local `Cell` and never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_alloc(layout.size());
-        // SAFETY: the caller upholds `alloc`'s contract (non-zero size), forwarded unchanged.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_alloc(layout.size());
-        // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` (every allocation goes through it) with
-        // `layout`, as the caller guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_alloc(new_size);
-        // SAFETY: as for `dealloc`; the caller guarantees `new_size` is valid for `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Runs `f` and returns its result with the largest allocation it made on this thread.
-fn largest_alloc<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    LARGEST_ALLOC.with(|m| m.set(0));
-    let r = f();
-    (r, LARGEST_ALLOC.with(Cell::get))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Patched guests.
-
-/// A dump's physical memory with some bytes replaced.
-struct Overlay {
-    inner: Arc<dyn PhysicalMemory>,
-    patches: BTreeMap<Pa, Vec<u8>>,
-}
-
-impl PhysicalMemory for Overlay {
-    fn read(&self, pa: Pa, buf: &mut [u8]) -> Result<(), MemoryError> {
-        self.inner.read(pa, buf)?;
-        let start = pa.raw();
-        let end = start + buf.len() as u64;
-        for (at, bytes) in self.patches.range(..Pa::new(end)) {
-            let (p0, p1) = (at.raw(), at.raw() + bytes.len() as u64);
-            let (lo, hi) = (p0.max(start), p1.min(end));
-            if lo < hi {
-                buf[(lo - start) as usize..(hi - start) as usize]
-                    .copy_from_slice(&bytes[(lo - p0) as usize..(hi - p0) as usize]);
-            }
-        }
-        Ok(())
-    }
-
-    fn memory_map(&self) -> &[MemoryRegion] {
-        self.inner.memory_map()
-    }
-}
 
 /// A real guest, discovered once, and what it lists when intact.
 struct Base {

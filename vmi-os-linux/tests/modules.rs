@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::GuestExt;
+
 use vmi_os_linux::analysis::modules::modules;
 
 #[test]

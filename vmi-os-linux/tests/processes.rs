@@ -12,7 +12,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
-use common::Guest;
+use common::{Guest, GuestExt};
 use vmi_core::{Session, Va};
 use vmi_os_linux::analysis::process_memory::{cmdline, environ, read_process};
 use vmi_os_linux::analysis::ps::{
