@@ -19,33 +19,11 @@ use vmi_backend_file::{lime, Dump, DumpError, DumpFormat, FILE_BACKEND};
 use vmi_core::vcpu::RegisterSource;
 use vmi_core::{OpenOptions, Pa, PagingMode, PhysicalMemory, PhysicalMemoryExt, VcpuRegisters};
 
+/// The fixture guests (see `vmi-fixtures`).
 fn guests(test: &str) -> Vec<PathBuf> {
-    if let Some(dir) = std::env::var_os("VMI_FIXTURE_GUEST") {
-        let dir = PathBuf::from(dir);
-        assert!(
-            dir.join("COMPLETE").is_file(),
-            "VMI_FIXTURE_GUEST={} is not a complete fixture guest",
-            dir.display()
-        );
-        return vec![dir];
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
-    let mut found: Vec<PathBuf> = cache
-        .map(|c| c.join("vmi-fixtures/guests"))
-        .and_then(|d| fs::read_dir(d).ok())
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("COMPLETE").is_file() && p.join("memory.elf").is_file())
-        .collect();
-    found.sort();
+    let found: Vec<PathBuf> = vmi_fixtures::guests().into_iter().map(|g| g.dir).collect();
     if found.is_empty() {
-        println!(
-            "SKIPPED {test}: no fixture guest (set VMI_FIXTURE_GUEST or build one with \
-             scripts/fixture-guest)"
-        );
+        println!("SKIPPED {test}: no fixture guest (build one with scripts/fixture-guest)");
     }
     found
 }

@@ -16,36 +16,13 @@ use vmi_core::profile::TypeRef;
 use vmi_core::{Profile, Session, Va};
 use vmi_os_linux::btf::{Btf, Kind};
 
-fn fixtures_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("VMI_FIXTURES_DIR") {
-        return Some(PathBuf::from(d));
-    }
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|c| c.join("vmi-fixtures"))
-}
-
-/// Complete guests whose kernel package starts with `package_prefix`.
+/// Complete guests (see `vmi-fixtures`) whose kernel package starts with `package_prefix`.
 fn guests(test: &str, package_prefix: &str) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = if let Some(dir) = std::env::var_os("VMI_FIXTURE_GUEST") {
-        vec![PathBuf::from(dir)]
-    } else {
-        fixtures_dir()
-            .and_then(|d| std::fs::read_dir(d.join("guests")).ok())
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect()
-    };
-    found.retain(|p| {
-        p.join("COMPLETE").is_file()
-            && p.join("memory.elf").is_file()
-            && p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(package_prefix))
-    });
-    found.sort();
+    let found: Vec<PathBuf> = vmi_fixtures::guests()
+        .into_iter()
+        .filter(|g| g.kernel_package.starts_with(package_prefix))
+        .map(|g| g.dir)
+        .collect();
     if found.is_empty() {
         println!("SKIPPED {test}: no fixture guest with {package_prefix}* (build one with scripts/fixture-guest)");
     }
@@ -59,13 +36,9 @@ fn shared_dir() -> PathBuf {
 }
 
 fn kallsyms(guest: &Path, name: &str) -> u64 {
-    let text = std::fs::read_to_string(guest.join("truth/kallsyms")).unwrap();
-    text.lines()
-        .find_map(|l| {
-            let mut it = l.split_whitespace();
-            let (addr, _, sym) = (it.next()?, it.next()?, it.next()?);
-            (sym == name).then(|| u64::from_str_radix(addr, 16).ok())?
-        })
+    let g = vmi_fixtures::load(guest).expect("a complete fixture");
+    *g.kallsyms()
+        .get(name)
         .unwrap_or_else(|| panic!("{name} not in {}/truth/kallsyms", guest.display()))
 }
 

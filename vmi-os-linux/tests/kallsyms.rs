@@ -16,48 +16,10 @@ use vmi_backend_file as _;
 use vmi_core::{Session, Va};
 use vmi_os_linux::kallsyms::{Kallsyms, KernelImage, TableOrder};
 
-fn fixtures_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("VMI_FIXTURES_DIR") {
-        return PathBuf::from(d);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("vmi-fixtures")
-}
-
-/// The guests to test, or `None` (after printing why) when there are none and none are
-/// required.
-fn guests(test: &str) -> Option<Vec<PathBuf>> {
-    let found: Vec<PathBuf> = if let Some(list) = std::env::var_os("VMI_FIXTURE_GUESTS") {
-        std::env::split_paths(&list)
-            .filter(|p| !p.as_os_str().is_empty())
-            .collect()
-    } else {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(fixtures_dir().join("guests"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.join("COMPLETE").is_file())
-            .collect();
-        v.sort();
-        v
-    };
-    if found.is_empty() {
-        assert!(
-            std::env::var_os("VMI_REQUIRE_FIXTURES").is_none(),
-            "{test}: VMI_REQUIRE_FIXTURES is set but no fixture guest was found under {}",
-            fixtures_dir().display()
-        );
-        println!(
-            "SKIPPED {test}: no fixture guest (set VMI_FIXTURE_GUESTS or build guests under {})",
-            fixtures_dir().display()
-        );
-        return None;
-    }
-    Some(found)
+/// The guest directories to test (see `vmi-fixtures`), or `None` when there are none.
+fn guests(_test: &str) -> Option<Vec<PathBuf>> {
+    let dirs: Vec<PathBuf> = vmi_fixtures::guests().into_iter().map(|g| g.dir).collect();
+    (!dirs.is_empty()).then_some(dirs)
 }
 
 fn name(guest: &Path) -> String {
