@@ -149,7 +149,7 @@ fn table(info: &Info) -> String {
             kv("kernel_base", os.kernel_base.to_string());
             kv("kaslr_slide", format!("{:#x}", os.kaslr_slide));
         }
-        None => kv("os", "not detected (no OS profile registered yet)".into()),
+        None => kv("os", "not detected".into()),
     }
     for p in &info.profiles {
         kv(

@@ -11,7 +11,16 @@ use crate::output;
 pub fn kernel<'a>(ctx: &Context<'a>) -> Result<&'a Kernel, BoxError> {
     vmi_os_linux::linux(ctx.session)
         .map(|os| os.kernel())
-        .ok_or_else(|| "no Linux kernel was found in the target".into())
+        .ok_or_else(|| {
+            if ctx.session.vcpu_count() == 0 {
+                "no Linux kernel was found: the target has no vCPU registers (a raw or LiME \
+                 dump), so no address space to search; use an ELF core (QEMU \
+                 dump-guest-memory)"
+                    .into()
+            } else {
+                "no Linux kernel was found in the target".into()
+            }
+        })
 }
 
 /// The address space kernel addresses are read in: vCPU 0's, with PTI's kernel half.
