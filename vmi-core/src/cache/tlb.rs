@@ -46,17 +46,21 @@ fn mode_tag(mode: PagingMode) -> u64 {
     }
 }
 
-fn encode(t: &Translation) -> u64 {
-    let size = match t.size {
+fn size_code(size: PageSize) -> usize {
+    match size {
         PageSize::Size4K => 0,
         PageSize::Size2M => 1,
         PageSize::Size4M => 2,
         PageSize::Size1G => 3,
-    };
+    }
+}
+
+/// The page's first physical address | page size | permissions.
+fn encode(t: &Translation) -> u64 {
     let perms = u64::from(t.perms.writable) << 2
         | u64::from(t.perms.user) << 3
         | u64::from(t.perms.executable) << 4;
-    t.pa.align_down(PageSize::Size4K).raw() | perms | size
+    t.pa.align_down(t.size).raw() | perms | size_code(t.size) as u64
 }
 
 fn decode(value: u64, va: Va) -> Translation {
@@ -67,7 +71,7 @@ fn decode(value: u64, va: Va) -> Translation {
         _ => PageSize::Size1G,
     };
     Translation {
-        pa: Pa::new((value & !0xfff) | va.page_offset(PageSize::Size4K)),
+        pa: Pa::new((value & !0xfff) | va.page_offset(size)),
         size,
         perms: Permissions {
             writable: value & (1 << 2) != 0,
@@ -77,32 +81,19 @@ fn decode(value: u64, va: Va) -> Translation {
     }
 }
 
-/// A direct-mapped TLB keyed by (address space, 4 KiB virtual page), wrapping an
-/// [`Architecture`] and implementing it. Lock-free: lookups are a handful of atomic loads.
-///
-/// Only successful translations are cached: a not-present page is re-walked, since guests map
-/// pages on demand. Callers flush on resume ([`Architecture::flush`]) and whenever they know
-/// page tables changed.
-pub struct Tlb<A> {
-    inner: A,
+/// One direct-mapped table of translations of one page size.
+struct Table {
     entries: Box<[Entry]>,
     mask: usize,
 }
 
-impl<A: Architecture> Tlb<A> {
-    /// Wraps `inner` with `2^bits` entries (at most 2^24).
-    pub fn new(inner: A, bits: u32) -> Self {
+impl Table {
+    fn new(bits: u32) -> Self {
         let n = 1usize << bits.min(24);
         Self {
-            inner,
             entries: (0..n).map(|_| Entry::empty()).collect(),
             mask: n - 1,
         }
-    }
-
-    /// The wrapped architecture.
-    pub fn inner(&self) -> &A {
-        &self.inner
     }
 
     fn slot(&self, root: u64, vpn: u64) -> &Entry {
@@ -111,7 +102,7 @@ impl<A: Architecture> Tlb<A> {
         &self.entries[(h as usize) & self.mask]
     }
 
-    fn lookup(&self, e: &Entry, root: u64, key: u64) -> Option<u64> {
+    fn lookup(e: &Entry, root: u64, key: u64) -> Option<u64> {
         let s1 = e.seq.load(Ordering::Acquire);
         if s1 & 1 != 0 {
             return None;
@@ -137,44 +128,6 @@ impl<A: Architecture> Tlb<A> {
         e.value.store(value, Ordering::Relaxed);
         e.seq.store(s + 2, Ordering::Release);
     }
-}
-
-impl<A: Architecture> Architecture for Tlb<A> {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-
-    #[inline]
-    fn translate(
-        &self,
-        mem: &dyn PhysicalMemory,
-        space: AddressSpace,
-        va: Va,
-    ) -> Result<Translation, TranslationError> {
-        let vpn = va.raw() >> PageSize::Size4K.shift();
-        let root = space.root.raw();
-        let key = vpn << 4 | mode_tag(space.mode) << 1 | 1;
-        let e = self.slot(root, vpn);
-        if let Some(value) = self.lookup(e, root, key) {
-            return Ok(decode(value, va));
-        }
-        let t = self.inner.translate(mem, space, va)?;
-        Self::store(e, root, key, encode(&t));
-        Ok(t)
-    }
-
-    fn walk(&self, mem: &dyn PhysicalMemory, space: AddressSpace, va: Va) -> PageWalk {
-        self.inner.walk(mem, space, va)
-    }
-
-    fn for_each_mapping(
-        &self,
-        mem: &dyn PhysicalMemory,
-        space: AddressSpace,
-        visit: &mut dyn FnMut(Result<Mapping, TranslationError>) -> ControlFlow<()>,
-    ) {
-        self.inner.for_each_mapping(mem, space, visit)
-    }
 
     fn flush(&self) {
         for e in self.entries.iter() {
@@ -195,6 +148,109 @@ impl<A: Architecture> Architecture for Tlb<A> {
                 }
                 std::hint::spin_loop();
             }
+        }
+    }
+}
+
+/// The page sizes a mode can map, smallest first: the order lookups try the tables in.
+fn sizes(mode: PagingMode) -> &'static [PageSize] {
+    match mode {
+        PagingMode::Disabled => &[PageSize::Size4K],
+        PagingMode::Legacy => &[PageSize::Size4K, PageSize::Size4M],
+        PagingMode::Pae => &[PageSize::Size4K, PageSize::Size2M],
+        PagingMode::Ia32e4 | PagingMode::Ia32e5 => {
+            &[PageSize::Size4K, PageSize::Size2M, PageSize::Size1G]
+        }
+    }
+}
+
+/// A TLB keyed by (address space, virtual page), wrapping an [`Architecture`] and
+/// implementing it. Like a CPU's, it keeps one direct-mapped table per page size, so a large
+/// page (the kernel's direct map of all RAM, its text) takes one entry, not one per 4 KiB.
+/// Lock-free: a lookup is a handful of atomic loads per table tried.
+///
+/// Only successful translations are cached: a not-present page is re-walked, since guests map
+/// pages on demand. Callers flush on resume ([`Architecture::flush`]) and whenever they know
+/// page tables changed.
+pub struct Tlb<A> {
+    inner: A,
+    /// Indexed by [`size_code`].
+    tables: [Table; 4],
+}
+
+impl<A: Architecture> Tlb<A> {
+    /// Wraps `inner` with `2^bits` entries for 4 KiB pages and a sixteenth as many (at least
+    /// 16) for each large page size.
+    pub fn new(inner: A, bits: u32) -> Self {
+        let large = bits.saturating_sub(4).max(4);
+        Self {
+            inner,
+            tables: [
+                Table::new(bits),
+                Table::new(large),
+                Table::new(large),
+                Table::new(large),
+            ],
+        }
+    }
+
+    /// The wrapped architecture.
+    pub fn inner(&self) -> &A {
+        &self.inner
+    }
+}
+
+impl<A: Architecture> Architecture for Tlb<A> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    #[inline]
+    fn translate(
+        &self,
+        mem: &dyn PhysicalMemory,
+        space: AddressSpace,
+        va: Va,
+    ) -> Result<Translation, TranslationError> {
+        let root = space.root.raw();
+        let tag = mode_tag(space.mode) << 1 | 1;
+        for &size in sizes(space.mode) {
+            let vpn = va.raw() >> size.shift();
+            let table = &self.tables[size_code(size)];
+            if let Some(value) = Table::lookup(table.slot(root, vpn), root, vpn << 4 | tag) {
+                return Ok(decode(value, va));
+            }
+        }
+        let t = self.inner.translate(mem, space, va)?;
+        let value = encode(&t);
+        let vpn = va.raw() >> t.size.shift();
+        let table = &self.tables[size_code(t.size)];
+        Table::store(table.slot(root, vpn), root, vpn << 4 | tag, value);
+        if t.size != PageSize::Size4K {
+            // Also under the 4 KiB page, so that a hot page hits on the first lookup; the
+            // large-page table serves the rest of the large page.
+            let vpn = va.raw() >> PageSize::Size4K.shift();
+            Table::store(self.tables[0].slot(root, vpn), root, vpn << 4 | tag, value);
+        }
+        Ok(t)
+    }
+
+    fn walk(&self, mem: &dyn PhysicalMemory, space: AddressSpace, va: Va) -> PageWalk {
+        self.inner.walk(mem, space, va)
+    }
+
+    fn for_each_mapping(
+        &self,
+        mem: &dyn PhysicalMemory,
+        space: AddressSpace,
+        visit: &mut dyn FnMut(Result<Mapping, TranslationError>) -> ControlFlow<()>,
+    ) {
+        self.inner.for_each_mapping(mem, space, visit)
+    }
+
+    fn flush(&self) {
+        for table in &self.tables {
+            table.flush();
         }
         self.inner.flush();
     }
@@ -260,7 +316,10 @@ mod tests {
         ] {
             for bits in 0..8u8 {
                 let t = Translation {
-                    pa: Pa::new(0x000f_ffff_ffff_f123),
+                    pa: Pa::new(0x000f_ffff_ffff_f123)
+                        .align_down(size)
+                        .checked_add(0x123)
+                        .unwrap(),
                     size,
                     perms: Permissions {
                         writable: bits & 1 != 0,
