@@ -11,8 +11,8 @@ use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::{Guest, GuestExt};
-use hostile::{largest_alloc, Overlay};
-use vmi_core::{Pa, PageSize, PhysicalMemory, Session, Target, Va};
+use hostile::largest_alloc;
+use vmi_core::{Pa, PageSize, PhysicalMemory, Session, Va};
 use vmi_core::{VcpuRegisters, VirtualMemory};
 use vmi_os_linux::analysis::process_memory::{cmdline, environ, read_process};
 use vmi_os_linux::analysis::ps::{find_process, process_tree, processes, threads, Process};
@@ -44,20 +44,7 @@ impl Base {
 
     /// The session of this guest with `patches` applied.
     fn patched(&self, patches: &Patches) -> Session {
-        let target = Target {
-            backend: "file",
-            format: "elf-core (patched)".into(),
-            memory: Arc::new(Overlay {
-                inner: self.memory.clone(),
-                patches: patches.0.clone(),
-            }),
-            registers: self.registers.clone(),
-            control: None,
-            writer: None,
-            slow_reads: false,
-            details: Vec::new(),
-        };
-        Session::from_target("hostile", target, Box::new(vmi_arch_x86::X86::new()))
+        hostile::patched_session(&self.memory, &self.registers, &patches.0)
     }
 
     /// A kernel virtual address that is a plausible pointer but is not mapped.

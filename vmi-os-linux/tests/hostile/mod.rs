@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use vmi_core::{MemoryError, MemoryRegion, Pa, PhysicalMemory};
+use vmi_core::{MemoryError, MemoryRegion, Pa, PhysicalMemory, Session, Target, VcpuRegisters};
 
 // ---------------------------------------------------------------------------------------------
 // The largest single allocation made by the current thread, to show that no guest length sizes
@@ -96,4 +96,26 @@ impl PhysicalMemory for Overlay {
     fn memory_map(&self) -> &[MemoryRegion] {
         self.inner.memory_map()
     }
+}
+
+/// A session on `memory` with `patches` shown instead of the dump's bytes.
+pub fn patched_session(
+    memory: &Arc<dyn PhysicalMemory>,
+    registers: &Option<Arc<dyn VcpuRegisters>>,
+    patches: &BTreeMap<Pa, Vec<u8>>,
+) -> Session {
+    let target = Target {
+        backend: "file",
+        format: "elf-core (patched)".into(),
+        memory: Arc::new(Overlay {
+            inner: memory.clone(),
+            patches: patches.clone(),
+        }),
+        registers: registers.clone(),
+        control: None,
+        writer: None,
+        slow_reads: false,
+        details: Vec::new(),
+    };
+    Session::from_target("hostile", target, Box::new(vmi_arch_x86::X86::new()))
 }
