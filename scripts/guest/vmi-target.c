@@ -13,6 +13,13 @@
  *  - --threads N: N extra threads that only sleep, so the task has several
  *    threads (task->signal->thread list, /proc/PID/task).
  *
+ * Live guests (scripts/fixture-live): the main thread also watches its heap
+ * secret; when a debugger or VMI tool writes into it, it prints
+ *   VMI-HEAP-CHANGED pid=<pid> value=<the new string>
+ * once per change on the serial console (/dev/ttyS0), so a host sees the guest
+ * react to a write. Nothing is printed while the secret is untouched, so the
+ * output of fixture guests is unchanged.
+ *
  * It prints exactly one line,
  *   VMI-TARGET pid=<pid> heap=0x<va> data=0x<va> counter=0x<va> threads=<N>
  * flushes stdout and then runs forever. Any other arguments are accepted and
@@ -23,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -73,9 +81,30 @@ int main(int argc, char **argv)
            (void *)&vmi_counter, threads);
     fflush(stdout);
 
+    char seen[128];
+    memcpy(seen, heap, sizeof seen);
     const struct timespec tick = { .tv_sec = 0, .tv_nsec = 10 * 1000 * 1000 };
     for (;;) {
         nanosleep(&tick, NULL);
         vmi_counter++;
+        /* volatile reads: the compiler must not assume the heap is unchanged. */
+        int changed = 0;
+        for (size_t i = 0; i < sizeof seen; i++)
+            changed |= ((volatile char *)heap)[i] != seen[i];
+        if (changed) {
+            for (size_t i = 0; i < sizeof seen; i++)
+                seen[i] = ((volatile char *)heap)[i];
+            seen[sizeof seen - 1] = 0;
+            char line[200];
+            int n = snprintf(line, sizeof line, "VMI-HEAP-CHANGED pid=%d value=%s\n",
+                             (int)getpid(), seen);
+            int fd = open("/dev/ttyS0", O_WRONLY | O_NOCTTY);
+            if (fd >= 0 && n > 0) {
+                ssize_t w = write(fd, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+                (void)w;
+            }
+            if (fd >= 0)
+                close(fd);
+        }
     }
 }

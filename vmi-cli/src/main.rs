@@ -14,6 +14,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 // Link the registered crates: their `ctor` registrations run only if the crate is linked.
 use vmi_arch_x86 as _;
 use vmi_backend_file as _;
+use vmi_backend_qemu as _;
+use vmi_backend_xen as _;
 use vmi_os_linux as _;
 
 /// Output format.
@@ -82,6 +84,8 @@ enum Command {
     Modules,
     /// The kernel log (the printk ring buffer).
     Dmesg,
+    /// Third-party analysis plugins: run PATH.so [-- ARGS] | info PATH.so | list.
+    Plugin(commands::plugin::Args),
 }
 
 impl Command {

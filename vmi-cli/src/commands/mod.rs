@@ -2,6 +2,7 @@
 
 pub mod info;
 pub mod linux;
+pub mod plugin;
 pub mod read;
 pub mod space;
 pub mod translate;
@@ -15,6 +16,11 @@ use crate::{Cli, Command};
 
 /// Opens the target and runs the command.
 pub fn run(cli: &Cli) -> Result<(), BoxError> {
+    if let Command::Plugin(args) = &cli.command {
+        if !args.needs_target() {
+            return plugin::without_target(cli.format, args);
+        }
+    }
     let spec = cli.target.as_deref().ok_or(SessionError::NoTarget)?;
     let options = OpenOptions { write: cli.write };
     let mut session = Session::open(spec, &options)?;
@@ -27,7 +33,8 @@ pub fn run(cli: &Cli) -> Result<(), BoxError> {
     let _paused = PauseGuard::new(session.control_handle(), cli.pause)?;
     if cli.command.needs_os() {
         // An export needs the whole profile, which only discovery (or --symbols) gives.
-        let source = if matches!(cli.command, Command::IsfExport(_)) {
+        // Plugins may look up any symbol or type: they get the full profile too.
+        let source = if matches!(cli.command, Command::IsfExport(_) | Command::Plugin(_)) {
             OsSource::Discovery
         } else {
             OsSource::CacheOrDiscovery
@@ -35,7 +42,8 @@ pub fn run(cli: &Cli) -> Result<(), BoxError> {
         match bind_os(&mut session, &profiles, source) {
             Ok(()) => {}
             // `info` describes the target even when its OS cannot be analysed.
-            Err(e) if matches!(cli.command, Command::Info) => {
+            // So do plugins, which may only need memory.
+            Err(e) if matches!(cli.command, Command::Info | Command::Plugin(_)) => {
                 eprintln!("vmi: warning: guest OS not identified: {e}");
             }
             Err(e) => return Err(e),
@@ -79,6 +87,7 @@ fn dispatch(cli: &Cli, session: &Session, profiles: &[Profile]) -> Result<(), Bo
         Command::Maps(args) => linux::maps(&ctx, args),
         Command::Modules => linux::modules(&ctx),
         Command::Dmesg => linux::dmesg(&ctx),
+        Command::Plugin(args) => plugin::run(&ctx, args),
     }
 }
 

@@ -1,0 +1,29 @@
+//! The host side of vmi's plugin ABI, used by the `vmi` command (vmi-core never sees
+//! abi_stable).
+//!
+//! - [`loader`]: [`load`] opens a plugin library through its abi_stable library header (so
+//!   several plugins load in one process), refuses one built against another plugin-API major
+//!   version or layout with a message naming it, its version and ours, and runs it
+//!   ([`LoadedPlugin::run`]); a panicking plugin yields [`PluginError::Panicked`].
+//! - [`session_host`]: [`SessionHost`], a [`vmi_core::Session`] (and its Linux kernel, when
+//!   one is bound) served to plugins as a [`vmi_plugin_api::HostInterface`].
+//! - [`search`]: finding plugins on `$VMI_PLUGIN_PATH`.
+//! - [`error`]: why a plugin could not be loaded or run ([`PluginError`]).
+//!
+//! ```no_run
+//! # fn demo(session: &vmi_core::Session) -> Result<(), Box<dyn std::error::Error>> {
+//! let plugin = vmi_plugin_host::load(std::path::Path::new("target/debug/libscan.so"))?;
+//! let table = plugin.run(&vmi_plugin_host::SessionHost::new(session), &["VMI-".into()])?;
+//! println!("{} rows", table.rows.len());
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod loader;
+pub mod search;
+pub mod session_host;
+
+pub use error::PluginError;
+pub use loader::{load, LoadedPlugin};
+pub use session_host::SessionHost;
+pub use vmi_plugin_api::{Cell, Table, API_VERSION};
