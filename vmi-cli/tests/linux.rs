@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{fresh_cache_dir, run_json_cached};
-use vmi_fixtures::{comm_matches, guests, hex};
+use vmi_fixtures::{guests, hex};
 
 #[test]
 fn info_identifies_the_kernel_and_its_kaslr_slide() {
@@ -42,61 +42,7 @@ fn ps_equals_the_guest_process_list_cold_and_cached() {
             "{}: cached profile gives another answer",
             g.name
         );
-        let ours: BTreeMap<u64, &serde_json::Value> = cold
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| (p["pid"].as_u64().unwrap(), p))
-            .collect();
-        let truth = g.tasks();
-        assert_eq!(
-            ours.keys().copied().collect::<Vec<_>>(),
-            truth.iter().map(|t| u64::from(t.pid)).collect::<Vec<_>>(),
-            "{}: pid sets differ",
-            g.name
-        );
-        for t in &truth {
-            let (pid, name) = (t.pid, &t.name);
-            let p = ours[&u64::from(pid)];
-            assert_eq!(
-                p["ppid"].as_u64(),
-                Some(t.ppid.into()),
-                "{} pid {pid}",
-                g.name
-            );
-            assert_eq!(
-                p["uid"].as_u64(),
-                Some(t.uid.into()),
-                "{} pid {pid}",
-                g.name
-            );
-            assert_eq!(
-                p["gid"].as_u64(),
-                Some(t.gid.into()),
-                "{} pid {pid}",
-                g.name
-            );
-            assert_eq!(
-                p["threads"].as_u64(),
-                Some(t.threads.into()),
-                "{} pid {pid}",
-                g.name
-            );
-            let ours_name = p["name"].as_str().unwrap();
-            assert!(
-                comm_matches(ours_name, name),
-                "{} pid {pid}: {ours_name} vs {name}",
-                g.name
-            );
-            let kthread = pid == 2 || t.ppid == 2;
-            assert_eq!(
-                p["kernel_thread"].as_bool(),
-                Some(kthread),
-                "{} pid {pid}",
-                g.name
-            );
-            assert_eq!(p["dtb"].is_null(), kthread, "{} pid {pid}", g.name);
-        }
+        common::assert_ps_matches_truth(&g, &cold);
         let _ = std::fs::remove_dir_all(&cache);
     }
 }

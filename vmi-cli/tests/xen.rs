@@ -10,13 +10,12 @@ mod common;
 #[path = "../../vmi-backend-xen/tests/support/mod.rs"]
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{fresh_cache_dir, vmi};
-use vmi_fixtures::{comm_matches, guests};
+use vmi_fixtures::guests;
 
 /// Runs `cmd`, killing it after `limit` (a hang is a failure).
 fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
@@ -104,29 +103,7 @@ fn ps_through_xen_equals_the_guest_truth_and_the_dump() {
             String::from_utf8_lossy(&out.stderr)
         );
         let ours: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let by_pid: BTreeMap<u64, &serde_json::Value> = ours
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| (p["pid"].as_u64().unwrap(), p))
-            .collect();
-        let truth = g.tasks();
-        assert_eq!(
-            by_pid.keys().copied().collect::<Vec<_>>(),
-            truth.iter().map(|t| u64::from(t.pid)).collect::<Vec<_>>(),
-            "{}: pid sets differ",
-            g.name
-        );
-        for t in &truth {
-            let p = by_pid[&u64::from(t.pid)];
-            let what = format!("{} pid {}", g.name, t.pid);
-            assert_eq!(p["ppid"].as_u64(), Some(t.ppid.into()), "{what}");
-            assert_eq!(p["uid"].as_u64(), Some(t.uid.into()), "{what}");
-            assert_eq!(p["gid"].as_u64(), Some(t.gid.into()), "{what}");
-            assert_eq!(p["threads"].as_u64(), Some(t.threads.into()), "{what}");
-            let name = p["name"].as_str().unwrap();
-            assert!(comm_matches(name, &t.name), "{what}: {name} vs {}", t.name);
-        }
+        common::assert_ps_matches_truth(&g, &ours);
         // The same analysis over the dump itself gives the same document.
         let dump = common::run_json_cached(&cache, &["--target", g.elf().to_str().unwrap(), "ps"]);
         assert_eq!(ours, dump, "{}: xen and file backends disagree", g.name);

@@ -76,3 +76,39 @@ pub fn run_json_cached(cache: &Path, args: &[&str]) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// Checks a `vmi ps --format json` document against the guest's `truth/tasks`: the same pids
+/// (the idle task aside), and for each the same ppid, uid, gid, thread count and name
+/// (`comm_matches`), kernel threads exactly kthreadd and its children, with no dtb.
+pub fn assert_ps_matches_truth(g: &vmi_fixtures::Guest, ps: &serde_json::Value) {
+    let ours: std::collections::BTreeMap<u64, &serde_json::Value> = ps
+        .as_array()
+        .expect("ps prints an array")
+        .iter()
+        .map(|p| (p["pid"].as_u64().unwrap(), p))
+        .collect();
+    let truth = g.tasks();
+    assert_eq!(
+        ours.keys().copied().collect::<Vec<_>>(),
+        truth.iter().map(|t| u64::from(t.pid)).collect::<Vec<_>>(),
+        "{}: pid sets differ",
+        g.name
+    );
+    for t in &truth {
+        let p = ours[&u64::from(t.pid)];
+        let what = format!("{} pid {}", g.name, t.pid);
+        assert_eq!(p["ppid"].as_u64(), Some(t.ppid.into()), "{what}");
+        assert_eq!(p["uid"].as_u64(), Some(t.uid.into()), "{what}");
+        assert_eq!(p["gid"].as_u64(), Some(t.gid.into()), "{what}");
+        assert_eq!(p["threads"].as_u64(), Some(t.threads.into()), "{what}");
+        let name = p["name"].as_str().unwrap();
+        assert!(
+            vmi_fixtures::comm_matches(name, &t.name),
+            "{what}: {name} vs {}",
+            t.name
+        );
+        let kthread = t.pid == 2 || t.ppid == 2;
+        assert_eq!(p["kernel_thread"].as_bool(), Some(kthread), "{what}");
+        assert_eq!(p["dtb"].is_null(), kthread, "{what}");
+    }
+}
