@@ -334,12 +334,32 @@ fn show(title: &str, items: &[String]) {
 
 #[test]
 fn btf_of_6_1_guest_matches_dwarf() {
-    let test = "btf_of_6_1_guest_matches_dwarf";
-    let guests = guests(test, "linux-image-6.1.0-56-amd64");
+    compare_with_dwarf2json(
+        "btf_of_6_1_guest_matches_dwarf",
+        "linux-image-6.1.0-56-amd64",
+        "linux-6.1.0-56-amd64.json.xz",
+    );
+}
+
+/// The shared ISF is of 6.12.113-cloud exactly; `scripts/test` builds that guest besides the
+/// newest kernels (it skips when Debian no longer offers the package).
+#[test]
+fn btf_of_6_12_113_cloud_guest_matches_dwarf() {
+    compare_with_dwarf2json(
+        "btf_of_6_12_113_cloud_guest_matches_dwarf",
+        "linux-image-6.12.113+deb12-cloud-amd64",
+        "linux-6.12.113+deb12-cloud-amd64.json.xz",
+    );
+}
+
+/// The guests of kernel package `package_prefix`: their BTF, converted to a profile, against
+/// the dwarf2json ISF `isf_file` of the same kernel (in the shared data).
+fn compare_with_dwarf2json(test: &str, package_prefix: &str, isf_file: &str) {
+    let guests = guests(test, package_prefix);
     if guests.is_empty() {
         return;
     }
-    let isf_path = shared_dir().join("data/linux-isf/linux-6.1.0-56-amd64.json.xz");
+    let isf_path = shared_dir().join("data/linux-isf").join(isf_file);
     if !isf_path.is_file() {
         println!("SKIPPED {test}: no {}", isf_path.display());
         return;
