@@ -6,13 +6,12 @@
 mod common;
 mod hostile;
 
-use std::collections::BTreeMap;
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::{Guest, GuestExt};
-use hostile::largest_alloc;
-use vmi_core::{Pa, PageSize, PhysicalMemory, Session, Va};
+use hostile::{largest_alloc, Patches};
+use vmi_core::{PageSize, PhysicalMemory, Session, Va};
 use vmi_core::{VcpuRegisters, VirtualMemory};
 use vmi_os_linux::analysis::process_memory::{cmdline, environ, read_process};
 use vmi_os_linux::analysis::ps::{find_process, process_tree, processes, threads, Process};
@@ -57,28 +56,17 @@ impl Base {
     }
 }
 
-/// Bytes to write at kernel virtual addresses, kept by physical address.
-#[derive(Default, Clone)]
-struct Patches(BTreeMap<Pa, Vec<u8>>);
+impl hostile::KernelView for Base {
+    fn session(&self) -> &Session {
+        &self.session
+    }
+
+    fn space(&self) -> vmi_core::AddressSpace {
+        self.kernel.space()
+    }
+}
 
 impl Patches {
-    /// Writes `bytes` at `va` (kernel space of `base`), page by page.
-    fn at(mut self, base: &Base, va: Va, bytes: &[u8]) -> Self {
-        let mut done = 0;
-        while done < bytes.len() {
-            let cur = va.checked_add(done as u64).unwrap();
-            let t = base.session.translate(base.kernel.space(), cur).unwrap();
-            let n = ((4096 - cur.page_offset(PageSize::Size4K)) as usize).min(bytes.len() - done);
-            self.0.insert(t.pa, bytes[done..done + n].to_vec());
-            done += n;
-        }
-        self
-    }
-
-    fn u64_at(self, base: &Base, va: Va, value: u64) -> Self {
-        self.at(base, va, &value.to_le_bytes())
-    }
-
     fn field(self, base: &Base, obj: Va, ty: &str, field: &str, value: u64) -> Self {
         let va = obj.checked_add(base.off(ty, field)).unwrap();
         self.u64_at(base, va, value)

@@ -9,7 +9,10 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use vmi_core::{MemoryError, MemoryRegion, Pa, PhysicalMemory, Session, Target, VcpuRegisters};
+use vmi_core::{
+    AddressSpace, MemoryError, MemoryRegion, Pa, PageSize, PhysicalMemory, Session, Target, Va,
+    VcpuRegisters,
+};
 
 // ---------------------------------------------------------------------------------------------
 // The largest single allocation made by the current thread, to show that no guest length sizes
@@ -118,4 +121,36 @@ pub fn patched_session(
         details: Vec::new(),
     };
     Session::from_target("hostile", target, Box::new(vmi_arch_x86::X86::new()))
+}
+
+/// A guest's kernel as the patch builder needs it.
+pub trait KernelView {
+    /// The unpatched session.
+    fn session(&self) -> &Session;
+    /// The kernel's address space.
+    fn space(&self) -> AddressSpace;
+}
+
+/// Bytes to write at kernel virtual addresses, kept by physical address.
+#[derive(Default, Clone)]
+pub struct Patches(pub BTreeMap<Pa, Vec<u8>>);
+
+impl Patches {
+    /// Writes `bytes` at `va` (kernel space of `base`), page by page.
+    pub fn at(mut self, base: &impl KernelView, va: Va, bytes: &[u8]) -> Self {
+        let mut done = 0;
+        while done < bytes.len() {
+            let cur = va.checked_add(done as u64).unwrap();
+            let t = base.session().translate(base.space(), cur).unwrap();
+            let n = ((4096 - cur.page_offset(PageSize::Size4K)) as usize).min(bytes.len() - done);
+            self.0.insert(t.pa, bytes[done..done + n].to_vec());
+            done += n;
+        }
+        self
+    }
+
+    /// Writes a little-endian `u64` at `va`.
+    pub fn u64_at(self, base: &impl KernelView, va: Va, value: u64) -> Self {
+        self.at(base, va, &value.to_le_bytes())
+    }
 }
