@@ -158,7 +158,10 @@ fn a_plugin_of_another_layout_is_refused() {
 fn a_file_that_is_not_a_plugin_is_refused() {
     let exe = env!("CARGO_BIN_EXE_vmi");
     let err = run_err(&["plugin", "info", exe]);
-    assert!(err.contains(&format!("{exe}: not a loadable library")), "{err}");
+    assert!(
+        err.contains(&format!("{exe}: not a loadable library")),
+        "{err}"
+    );
 }
 
 #[test]
