@@ -9,7 +9,7 @@ mod hostile;
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{Guest, GuestExt};
+use common::Guest;
 use hostile::{largest_alloc, Patches};
 use vmi_core::{PageSize, PhysicalMemory, Session, Va};
 use vmi_core::{VcpuRegisters, VirtualMemory};
@@ -79,16 +79,12 @@ fn bases() -> &'static [Base] {
         common::guests()
             .into_iter()
             .map(|guest| {
-                let target = vmi_backend_file::Dump::open(guest.elf())
-                    .unwrap()
-                    .into_target();
-                let (memory, registers) = (target.memory.clone(), target.registers.clone());
-                let session = Session::from_target(
-                    guest.elf().to_str().unwrap(),
-                    target,
-                    Box::new(vmi_arch_x86::X86::new()),
-                );
-                let kernel = guest.kernel(&session);
+                let hostile::OpenGuest {
+                    memory,
+                    registers,
+                    session,
+                    kernel,
+                } = hostile::open_guest(&guest);
                 let ps = processes(&session, &kernel).unwrap();
                 assert!(ps.warnings.is_empty(), "{}: {:?}", guest.name, ps.warnings);
                 Base {

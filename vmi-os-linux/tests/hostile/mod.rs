@@ -154,3 +154,36 @@ impl Patches {
         self.at(base, va, &value.to_le_bytes())
     }
 }
+
+/// A real guest opened for patching.
+pub struct OpenGuest {
+    /// The dump's memory, to build patched sessions over.
+    pub memory: Arc<dyn PhysicalMemory>,
+    /// The dump's vCPU registers.
+    pub registers: Option<Arc<dyn VcpuRegisters>>,
+    /// The unpatched session.
+    pub session: Session,
+    /// The kernel found in it.
+    pub kernel: vmi_os_linux::Kernel,
+}
+
+/// Opens `guest`'s dump and finds its kernel.
+pub fn open_guest(guest: &vmi_fixtures::Guest) -> OpenGuest {
+    use crate::common::GuestExt;
+    let target = vmi_backend_file::Dump::open(guest.elf())
+        .unwrap()
+        .into_target();
+    let (memory, registers) = (target.memory.clone(), target.registers.clone());
+    let session = Session::from_target(
+        guest.elf().to_str().unwrap(),
+        target,
+        Box::new(vmi_arch_x86::X86::new()),
+    );
+    let kernel = guest.kernel(&session);
+    OpenGuest {
+        memory,
+        registers,
+        session,
+        kernel,
+    }
+}
