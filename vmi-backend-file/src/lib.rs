@@ -250,6 +250,7 @@ impl Dump {
             control: None,
             writer: None,
             slow_reads: false,
+            vmcoreinfo: self.vmcoreinfo,
             details: self.details,
         }
     }

@@ -218,6 +218,7 @@ impl Qemu {
                 .writable
                 .then(|| self.memory.clone() as Arc<dyn PhysicalMemoryWrite>),
             slow_reads: false,
+            vmcoreinfo: None,
             details: self.details,
         }
     }

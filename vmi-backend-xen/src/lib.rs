@@ -137,6 +137,7 @@ pub fn open_with(
         control: Some(control),
         // Reads are copies out of cached mappings: a page cache would only add staleness.
         slow_reads: false,
+        vmcoreinfo: None,
         details,
     })
 }

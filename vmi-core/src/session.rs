@@ -33,6 +33,10 @@ pub struct Target {
     pub writer: Option<Arc<dyn PhysicalMemoryWrite>>,
     /// Whether reads are expensive enough to put a page cache in front of them.
     pub slow_reads: bool,
+    /// The guest kernel's VMCOREINFO note (Linux `KEY=VALUE` lines), when the target carries
+    /// one (kdump files, ELF cores of guests with `-device vmcoreinfo`): an OS profile may use
+    /// it as a shortcut and a cross-check of what it discovers.
+    pub vmcoreinfo: Option<String>,
     /// Backend-specific facts for `vmi info`, as (key, value) pairs.
     pub details: Vec<(String, String)>,
 }
@@ -124,6 +128,11 @@ impl Session {
     /// The target's format or transport.
     pub fn format(&self) -> &str {
         &self.target.format
+    }
+
+    /// The guest kernel's VMCOREINFO note, if the target carries one.
+    pub fn vmcoreinfo(&self) -> Option<&str> {
+        self.target.vmcoreinfo.as_deref()
     }
 
     /// Backend-specific facts.

@@ -717,6 +717,7 @@ fn session(mem: vmi_core::memory::BufferMemory, cr3s: &[u64]) -> Session {
         control: None,
         writer: None,
         slow_reads: false,
+        vmcoreinfo: None,
         details: Vec::new(),
     };
     Session::from_target("synthetic", target, Box::new(X86::new()))

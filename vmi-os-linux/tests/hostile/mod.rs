@@ -118,6 +118,7 @@ pub fn patched_session(
         control: None,
         writer: None,
         slow_reads: false,
+        vmcoreinfo: None,
         details: Vec::new(),
     };
     Session::from_target("hostile", target, Box::new(vmi_arch_x86::X86::new()))
