@@ -89,11 +89,24 @@ enum Command {
 }
 
 impl Command {
+    /// Whether the command still runs, with a warning, when the guest OS cannot be identified.
+    fn works_without_os(&self) -> bool {
+        match self {
+            Command::Info | Command::Plugin(_) => true,
+            Command::Translate(args) => args.space.pid.is_none(),
+            Command::Read(args) => args.space.pid.is_none(),
+            _ => false,
+        }
+    }
+
     /// Whether the command needs the guest OS detected first.
     fn needs_os(&self) -> bool {
         match self {
-            Command::Translate(args) => args.space.pid.is_some(),
-            Command::Read(args) => args.space.pid.is_some(),
+            // A kernel address without options means the kernel's own page tables.
+            Command::Translate(args) => args.space.pid.is_some() || args.space.is_default(),
+            Command::Read(args) => {
+                args.space.pid.is_some() || (args.space.is_default() && !args.phys)
+            }
             _ => true,
         }
     }

@@ -10,6 +10,7 @@ use crate::btf::Btf;
 use crate::error::LinuxError;
 use crate::kallsyms::KernelImage;
 use crate::kernel::Kernel;
+use crate::kernel_space::RootSource;
 
 /// The largest BTF blob read: real kernels carry 4 to 8 MiB; the bound keeps a corrupted
 /// `__stop_BTF` from sizing an allocation.
@@ -17,12 +18,27 @@ pub const MAX_BTF_BYTES: u64 = 64 << 20;
 
 /// Finds the kernel in `session`'s memory and builds its profile from kallsyms and BTF.
 pub fn discover(session: &Session) -> Result<Kernel, LinuxError> {
-    let image = KernelImage::locate(session)?;
-    discover_from_image(session, &image)
+    let (spaces, source) = crate::kernel_space::search_spaces(session)?;
+    discover_in(session, &spaces, source)
 }
 
-/// [`discover`] for an already located image.
-pub fn discover_from_image(session: &Session, image: &KernelImage) -> Result<Kernel, LinuxError> {
+/// [`discover`] in address spaces found earlier (see [`crate::kernel_space::search_spaces`]).
+pub fn discover_in(
+    session: &Session,
+    spaces: &[AddressSpace],
+    source: RootSource,
+) -> Result<Kernel, LinuxError> {
+    let image = KernelImage::locate_in_spaces(session, spaces)?;
+    discover_from_image(session, &image, source)
+}
+
+/// [`discover`] for an already located image, found in a space that came about as `source`
+/// says.
+pub fn discover_from_image(
+    session: &Session,
+    image: &KernelImage,
+    source: RootSource,
+) -> Result<Kernel, LinuxError> {
     let symbols = image.kallsyms()?;
     let slide = image.virtual_slide();
     let mut profile = symbols.to_profile(slide);
@@ -36,12 +52,14 @@ pub fn discover_from_image(session: &Session, image: &KernelImage) -> Result<Ker
         .ok_or_else(|| vmi_core::ProfileError::MissingSymbol("__stop_BTF".into()))?;
     profile.merge(btf_types(session, image.space(), start, stop)?);
     crate::globals::apply(&mut profile);
-    Ok(Kernel::new(
+    let mut kernel = Kernel::new(
         profile,
         slide as u64,
         image.space(),
         image.banner().to_owned(),
-    ))
+    );
+    kernel.use_own_space(session, image.banner_va(), source);
+    Ok(kernel)
 }
 
 /// The types of the kernel's BTF blob at run-time addresses `start..stop`.
@@ -67,26 +85,28 @@ pub fn btf_types(
 }
 
 /// A kernel from a profile the user gave (`--symbols`: a Volatility 3 ISF or a System.map).
-/// The slide is where `linux_banner` is found in memory; a profile without types (System.map)
+/// The slide is where `linux_banner` is found in memory, in the first of `spaces` (see
+/// [`crate::kernel_space::search_spaces`]) that maps it; a profile without types (System.map)
 /// takes them from the guest's BTF.
 pub fn from_profile(
     session: &Session,
-    space: AddressSpace,
+    spaces: &[AddressSpace],
+    source: RootSource,
     mut profile: Profile,
 ) -> Result<Kernel, LinuxError> {
     let link = profile.symbol_address("linux_banner")?;
-    let slide =
-        crate::cache::find_slide(session, space, link, b"Linux version ").ok_or_else(|| {
-            LinuxError::Corrupt {
-                what: "linux_banner",
-                at: Va::new(link),
-                reason: format!(
-                    "no \"Linux version \" at the profile's linux_banner under any KASLR slide: \
-                 the profile ({}) is not this guest's kernel",
-                    profile.source
-                ),
-            }
-        })?;
+    let found = spaces.iter().find_map(|&space| {
+        crate::cache::find_slide(session, space, link, b"Linux version ").map(|s| (space, s))
+    });
+    let (space, slide) = found.ok_or_else(|| LinuxError::Corrupt {
+        what: "linux_banner",
+        at: Va::new(link),
+        reason: format!(
+            "no \"Linux version \" at the profile's linux_banner under any KASLR slide: \
+             the profile ({}) is not this guest's kernel",
+            profile.source
+        ),
+    })?;
     let banner = session
         .virtual_memory(space)
         .read_cstr(Va::new(link.wrapping_add(slide)), 1024)?;
@@ -96,5 +116,8 @@ pub fn from_profile(
         profile.merge(btf_types(session, space, start, stop)?);
     }
     crate::globals::apply(&mut profile);
-    Ok(Kernel::new(profile, slide, space, banner))
+    let mut kernel = Kernel::new(profile, slide, space, banner);
+    let banner_va = Va::new(link.wrapping_add(slide));
+    kernel.use_own_space(session, banner_va, source);
+    Ok(kernel)
 }

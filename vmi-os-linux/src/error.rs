@@ -39,6 +39,19 @@ pub enum LinuxError {
         /// What is wrong.
         reason: String,
     },
+    /// A target without vCPU registers, and no kernel image found in its physical memory.
+    #[error(
+        "no Linux kernel found in physical memory ({scanned_bytes} bytes scanned, \
+         {banners} \"Linux version \" texts tried): {reason}"
+    )]
+    KernelNotInPhysicalMemory {
+        /// Bytes of physical memory searched.
+        scanned_bytes: u64,
+        /// Banner texts found and tried.
+        banners: usize,
+        /// Why the last one was not the kernel's.
+        reason: String,
+    },
     /// No process has this pid.
     #[error("no process with pid {0}")]
     NoSuchProcess(u32),

@@ -3,6 +3,7 @@
 use vmi_core::{AddressSpace, Profile, Session, Va, VirtualMemory};
 
 use crate::error::LinuxError;
+use crate::kernel_space::RootSource;
 
 /// A Linux kernel found in a guest: the profile (symbols at link-time addresses, types) and
 /// the KASLR slide that maps them to run time.
@@ -14,6 +15,7 @@ pub struct Kernel {
     profile: Profile,
     virtual_slide: u64,
     space: AddressSpace,
+    root_source: RootSource,
     banner: String,
 }
 
@@ -26,8 +28,34 @@ impl Kernel {
             profile,
             virtual_slide,
             space,
+            root_source: RootSource::VcpuCr3,
             banner,
         }
+    }
+
+    /// Moves kernel reads onto the kernel's own page tables, `init_top_pgt`, when the profile
+    /// names it and it maps the banner at `banner` as the current space does (see
+    /// [`crate::kernel_space`]); else keeps the current space, which came about as `current`
+    /// says.
+    pub fn use_own_space(&mut self, session: &Session, banner: Va, current: RootSource) {
+        self.root_source = current;
+        let Ok(init_top_pgt) = self.symbol("init_top_pgt") else {
+            return;
+        };
+        if current == RootSource::PhysicalScan || current == RootSource::Vmcoreinfo {
+            // Those spaces are init_top_pgt already.
+            return;
+        }
+        if let Some(own) = crate::kernel_space::own_space(session, self.space, init_top_pgt, banner)
+        {
+            self.space = own;
+            self.root_source = RootSource::InitTopPgt;
+        }
+    }
+
+    /// Where the kernel's page-table root came from.
+    pub fn root_source(&self) -> RootSource {
+        self.root_source
     }
 
     /// Starts recording which symbols and types the analyses look up (for the cache).
@@ -45,7 +73,8 @@ impl Kernel {
         self.virtual_slide
     }
 
-    /// The address space kernel addresses are read in.
+    /// The address space kernel addresses are read in: `init_top_pgt` when it could be used
+    /// ([`Kernel::root_source`]).
     pub fn space(&self) -> AddressSpace {
         self.space
     }

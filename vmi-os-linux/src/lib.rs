@@ -5,6 +5,8 @@
 //! - [`kallsyms`]: finding and decoding the kernel's symbol table in memory.
 //! - [`discovery`]: [`discover`] builds a [`Kernel`] from kallsyms and BTF in memory.
 //! - [`kernel`]: a [`Kernel`] bound to a session (profile + KASLR slide), what analyses take.
+//! - [`kernel_space`]: the kernel's own page tables (`init_top_pgt`), from registers, VMCOREINFO
+//!   or physical memory alone; the one PTI rule.
 //! - [`os`]: [`LinuxOs`], the [`vmi_core::OsProfile`] registered for Linux guests, and
 //!   [`cache`], the on-disk profile cache keyed by the kernel's banner.
 //! - [`comps`], [`iter`], [`analysis`]: kernel structures, bounded walks, and the analyses.
@@ -23,6 +25,7 @@ pub mod isf_export;
 pub mod iter;
 pub mod kallsyms;
 pub mod kernel;
+pub mod kernel_space;
 pub mod os;
 pub mod partial;
 

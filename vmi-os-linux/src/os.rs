@@ -2,8 +2,10 @@
 
 use std::any::Any;
 
+use std::collections::BTreeMap;
 use vmi_core::registry::{BoxError, OsDetector};
-use vmi_core::{OsInfo, OsProfile, Session, Va};
+
+use vmi_core::{AddressSpace, OsInfo, OsProfile, Session, Va};
 
 use crate::kallsyms::KallsymsError;
 use crate::kernel::Kernel;
@@ -14,12 +16,28 @@ use crate::{cache, discovery, LinuxError};
 pub struct LinuxOs {
     kernel: Kernel,
     from_cache: bool,
+    details: BTreeMap<String, String>,
 }
 
 impl LinuxOs {
     /// Wraps a kernel found by discovery, a cache or `--symbols`.
     pub fn new(kernel: Kernel, from_cache: bool) -> Self {
-        Self { kernel, from_cache }
+        Self {
+            kernel,
+            from_cache,
+            details: BTreeMap::new(),
+        }
+    }
+
+    /// Compares the kernel with the target's VMCOREINFO note, when it has one, and keeps the
+    /// verdict for `vmi info` (`vmcoreinfo`: absent, or what agreed and what did not).
+    pub fn check_vmcoreinfo(mut self, session: &Session) -> Self {
+        let verdict = match session.vmcoreinfo() {
+            None => "absent".to_owned(),
+            Some(text) => crate::kernel_space::Vmcoreinfo(text).check(&self.kernel),
+        };
+        self.details.insert("vmcoreinfo".to_owned(), verdict);
+        self
     }
 
     /// The kernel.
@@ -44,12 +62,25 @@ impl OsProfile for LinuxOs {
         let base = self.kernel.symbol("_text").unwrap_or(Va::new(
             0xffff_ffff_8100_0000u64.wrapping_add(self.kernel.virtual_slide()),
         ));
+        let space = self.kernel.space();
         OsInfo {
             kind: "linux".to_owned(),
             version: self.kernel.banner().trim_end().to_owned(),
             kernel_base: base,
             kaslr_slide: self.kernel.virtual_slide(),
+            kernel_dtb: space.root,
+            kernel_paging_mode: space.mode,
+            kernel_dtb_source: self.kernel.root_source().describe().to_owned(),
+            details: self.details.clone(),
         }
+    }
+
+    fn kernel_space(&self) -> AddressSpace {
+        self.kernel.space()
+    }
+
+    fn is_kernel_address(&self, va: Va) -> bool {
+        crate::kernel_space::is_kernel_half(self.kernel.space().mode, va)
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -65,22 +96,22 @@ pub fn linux(session: &Session) -> Option<&LinuxOs> {
 /// Finds the kernel: from the profile cache when it has this build, else by discovery (whose
 /// profile then records what the analyses use, for [`LinuxOs::save_cache`]).
 pub fn open(session: &Session, use_cache: bool) -> Result<LinuxOs, LinuxError> {
+    let (spaces, source) = crate::kernel_space::search_spaces(session)?;
     if use_cache {
-        if let Ok(space) = session.vcpu_address_space(0) {
-            // The kernel half is the same in every address space; with PTI the kernel PGD is
-            // the even page of the pair.
-            let space = vmi_core::AddressSpace {
-                root: vmi_core::Pa::new(space.root.raw() & !0x1000),
-                ..space
-            };
-            if let Some(kernel) = cache::load(session, space) {
-                return Ok(LinuxOs::new(kernel, true));
+        for &space in &spaces {
+            if let Some(mut kernel) = cache::load(session, space) {
+                if let Ok(banner) = kernel.symbol("linux_banner") {
+                    kernel.use_own_space(session, banner, source);
+                }
+                return Ok(LinuxOs::new(kernel, true).check_vmcoreinfo(session));
             }
         }
     }
-    let mut kernel = discovery::discover(session)?;
+    let mut kernel = discovery::discover_in(session, &spaces, source)?;
     kernel.record_accesses();
-    Ok(LinuxOs::new(kernel, false))
+    // The cache must name the kernel's own page tables for the next run to use them.
+    let _ = kernel.symbol("init_top_pgt");
+    Ok(LinuxOs::new(kernel, false).check_vmcoreinfo(session))
 }
 
 fn detect(session: &Session) -> Result<Option<Box<dyn OsProfile>>, BoxError> {
@@ -89,11 +120,14 @@ fn detect(session: &Session) -> Result<Option<Box<dyn OsProfile>>, BoxError> {
         Ok(os) => Ok(Some(Box::new(os))),
         // No registers, no kernel mapping, no banner: not Linux (or not a kernel we can
         // see); other detectors may try.
-        Err(LinuxError::Kallsyms(
-            KallsymsError::BannerNotFound { .. }
-            | KallsymsError::KernelNotMapped { .. }
-            | KallsymsError::NoAddressSpace { .. },
-        )) => Ok(None),
+        Err(
+            LinuxError::Kallsyms(
+                KallsymsError::BannerNotFound { .. }
+                | KallsymsError::KernelNotMapped { .. }
+                | KallsymsError::NoAddressSpace { .. },
+            )
+            | LinuxError::KernelNotInPhysicalMemory { .. },
+        ) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

@@ -98,8 +98,15 @@ pub fn run(ctx: &Context<'_>) -> Result<(), BoxError> {
             })
             .collect(),
         vcpus: s.vcpu_count(),
-        paging_mode: vcpus.first().map(|v| v.paging_mode),
-        dtb: vcpus.first().map(|v| v.dtb),
+        // vCPU 0's; a target without registers reports the kernel's own space.
+        paging_mode: vcpus
+            .first()
+            .map(|v| v.paging_mode)
+            .or_else(|| s.os().map(|os| os.kernel_space().mode)),
+        dtb: vcpus
+            .first()
+            .map(|v| v.dtb)
+            .or_else(|| s.os().map(|os| os.kernel_space().root)),
         vcpu_registers: vcpus,
         os: s.os().map(|os| os.info()),
         profiles: ctx
@@ -148,6 +155,16 @@ fn table(info: &Info) -> String {
             kv("os", format!("{} {}", os.kind, os.version));
             kv("kernel_base", os.kernel_base.to_string());
             kv("kaslr_slide", format!("{:#x}", os.kaslr_slide));
+            kv(
+                "kernel_dtb",
+                format!(
+                    "{} ({}), from {}",
+                    os.kernel_dtb, os.kernel_paging_mode, os.kernel_dtb_source
+                ),
+            );
+            for (k, v) in &os.details {
+                kv(k, v.clone());
+            }
         }
         None => kv("os", "not detected".into()),
     }

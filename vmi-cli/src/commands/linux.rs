@@ -1,7 +1,7 @@
 //! Commands that need a Linux kernel bound to the session.
 
 use serde::Serialize;
-use vmi_core::{AddressSpace, BoxError, Pa, Session, Va};
+use vmi_core::{AddressSpace, BoxError, Va};
 use vmi_os_linux::Kernel;
 
 use super::Context;
@@ -11,25 +11,7 @@ use crate::output;
 pub fn kernel<'a>(ctx: &Context<'a>) -> Result<&'a Kernel, BoxError> {
     vmi_os_linux::linux(ctx.session)
         .map(|os| os.kernel())
-        .ok_or_else(|| {
-            if ctx.session.vcpu_count() == 0 {
-                "no Linux kernel was found: the target has no vCPU registers (a raw or LiME \
-                 dump), so no address space to search; use an ELF core (QEMU \
-                 dump-guest-memory)"
-                    .into()
-            } else {
-                "no Linux kernel was found in the target".into()
-            }
-        })
-}
-
-/// The address space kernel addresses are read in: vCPU 0's, with PTI's kernel half.
-pub fn kernel_space(session: &Session) -> Result<AddressSpace, BoxError> {
-    let space = session.vcpu_address_space(0)?;
-    Ok(AddressSpace {
-        root: Pa::new(space.root.raw() & !0x1000),
-        ..space
-    })
+        .ok_or_else(|| "no Linux kernel was found in the target".into())
 }
 
 /// Arguments of `vmi symbol`.

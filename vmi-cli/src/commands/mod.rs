@@ -42,8 +42,9 @@ pub fn run(cli: &Cli) -> Result<(), BoxError> {
         match bind_os(&mut session, &profiles, source) {
             Ok(()) => {}
             // `info` describes the target even when its OS cannot be analysed.
-            // So do plugins, which may only need memory.
-            Err(e) if matches!(cli.command, Command::Info | Command::Plugin(_)) => {
+            // So do plugins, which may only need memory, and reads and translations that
+            // name no process (they fall back on vCPU 0's address space).
+            Err(e) if cli.command.works_without_os() => {
                 eprintln!("vmi: warning: guest OS not identified: {e}");
             }
             Err(e) => return Err(e),
@@ -111,8 +112,8 @@ fn bind_os(session: &mut Session, profiles: &[Profile], source: OsSource) -> Res
         for p in profiles {
             merged.merge(p.clone());
         }
-        let space = linux::kernel_space(session)?;
-        let kernel = vmi_os_linux::discovery::from_profile(session, space, merged)?;
+        let (spaces, source) = vmi_os_linux::kernel_space::search_spaces(session)?;
+        let kernel = vmi_os_linux::discovery::from_profile(session, &spaces, source, merged)?;
         session.set_os(Box::new(vmi_os_linux::LinuxOs::new(kernel, false)));
         return Ok(());
     }

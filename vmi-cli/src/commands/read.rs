@@ -14,7 +14,8 @@ const MAX_READ: u64 = 64 << 20;
 /// Arguments of `vmi read`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The address: virtual (through --vcpu's CR3, default vCPU 0) unless --phys.
+    /// The address: virtual unless --phys (a kernel address goes through the kernel's own page
+    /// tables, any other through vCPU 0's, unless --pid, --vcpu or --dtb say otherwise).
     #[arg(value_parser = parse_u64)]
     addr: u64,
     /// Number of bytes (at most 64 MiB).
@@ -22,7 +23,7 @@ pub struct Args {
     len: u64,
     /// ADDR is a guest-physical address.
     #[arg(long, conflicts_with_all = ["vcpu", "dtb", "paging_mode", "pid"])]
-    phys: bool,
+    pub phys: bool,
     #[command(flatten)]
     pub space: SpaceArgs,
 }
@@ -46,7 +47,7 @@ pub fn run(ctx: &Context<'_>, args: &Args) -> Result<(), BoxError> {
     if args.phys {
         ctx.session.memory().read(Pa::new(args.addr), &mut buf)?;
     } else {
-        let space = args.space.resolve(ctx)?;
+        let space = args.space.resolve(ctx, Va::new(args.addr))?;
         ctx.session
             .virtual_memory(space)
             .read_exact(Va::new(args.addr), &mut buf)?;

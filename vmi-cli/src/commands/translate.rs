@@ -39,7 +39,7 @@ struct Step {
 }
 
 pub fn run(ctx: &Context<'_>, args: &Args) -> Result<(), BoxError> {
-    let space = args.space.resolve(ctx)?;
+    let space = args.space.resolve(ctx, Va::new(args.va))?;
     let walk = ctx.session.walk(space, Va::new(args.va));
     let steps: Vec<Step> = walk
         .steps

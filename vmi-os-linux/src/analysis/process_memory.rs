@@ -11,7 +11,7 @@
 //! [`cmdline`] follows the kernel's rule for `/proc/PID/cmdline` ([`TitleRule`]), so it shows
 //! what `ps` shows.
 
-use vmi_core::{AddressSpace, Session, Va};
+use vmi_core::{AddressSpace, MemoryError, Session, Va};
 
 use crate::analysis::ps::{find_process, process_space, user_mm};
 use crate::comps::mm::{read_user_range, MmOffsets, MmReader, UserRange, MAX_USER_AREA_BYTES};
@@ -71,7 +71,7 @@ pub fn split_environ(bytes: &[u8]) -> Vec<(String, String)> {
 pub fn cmdline(session: &Session, kernel: &Kernel, pid: u32) -> Result<Vec<String>, LinuxError> {
     let bytes = with_mm(session, kernel, pid, |mms, mm, space| {
         let vm = session.virtual_memory(space);
-        TitleRule::new(mms.args(mm)?, mms.env(mm)?).read(|va, buf| vm.read(va, buf).ok())
+        TitleRule::new(mms.args(mm)?, mms.env(mm)?).read(|va, buf| vm.read(va, buf))
     })?;
     Ok(split_nul(&bytes))
 }
@@ -103,10 +103,11 @@ impl TitleRule {
     }
 
     /// The bytes `/proc/PID/cmdline` would give, read with `read(va, buf)` (bytes read, stopping
-    /// at the first unreadable page; `None` if none could be read).
+    /// at the first unreadable page; an error if none could be read, which is returned: an
+    /// argument area whose first page is unmapped is corrupt, or swapped out).
     pub fn read(
         &self,
-        mut read: impl FnMut(Va, &mut [u8]) -> Option<usize>,
+        mut read: impl FnMut(Va, &mut [u8]) -> Result<usize, MemoryError>,
     ) -> Result<Vec<u8>, LinuxError> {
         let arg_len = self.args.checked_len(MAX_USER_AREA_BYTES)?;
         if arg_len == 0 {
@@ -114,16 +115,16 @@ impl TitleRule {
         }
         let last = Va::new(self.args.end.raw().wrapping_sub(1));
         let mut byte = [0u8];
-        let rewritten = read(last, &mut byte) == Some(1) && byte[0] != 0;
+        let rewritten = read(last, &mut byte).is_ok_and(|n| n == 1) && byte[0] != 0;
         if !rewritten {
             let mut buf = vec![0u8; arg_len];
-            let n = read(self.args.start, &mut buf).unwrap_or(0);
+            let n = read(self.args.start, &mut buf)?;
             buf.truncate(n);
             return Ok(buf);
         }
         let span = self.limit.offset_from(self.args.start).unwrap_or(0);
         let mut buf = vec![0u8; span.min(TITLE_MAX_BYTES) as usize];
-        let n = read(self.args.start, &mut buf).unwrap_or(0);
+        let n = read(self.args.start, &mut buf)?;
         buf.truncate(n);
         if let Some(nul) = buf.iter().position(|&b| b == 0) {
             buf.truncate(nul + 1);
@@ -166,13 +167,26 @@ mod tests {
     use super::*;
 
     /// A process memory of `bytes` at `base`, read as [`TitleRule::read`] expects.
-    fn memory(base: u64, bytes: &[u8]) -> impl FnMut(Va, &mut [u8]) -> Option<usize> + '_ {
+    fn memory(
+        base: u64,
+        bytes: &[u8],
+    ) -> impl FnMut(Va, &mut [u8]) -> Result<usize, MemoryError> + '_ {
         move |va, buf| {
-            let off = usize::try_from(va.raw().checked_sub(base)?).ok()?;
-            let src = bytes.get(off..)?;
+            let unmapped = MemoryError::OutOfRange {
+                pa: vmi_core::Pa::new(va.raw()),
+                len: buf.len() as u64,
+            };
+            let Some(src) = va
+                .raw()
+                .checked_sub(base)
+                .and_then(|off| bytes.get(usize::try_from(off).ok()?..))
+                .filter(|s| !s.is_empty())
+            else {
+                return Err(unmapped);
+            };
             let n = src.len().min(buf.len());
             buf[..n].copy_from_slice(&src[..n]);
-            (n > 0).then_some(n)
+            Ok(n)
         }
     }
 

@@ -86,37 +86,28 @@ pub struct KernelImage {
 }
 
 impl KernelImage {
-    /// Finds the kernel in the address space of vCPU 0 (or, failing that, of the other vCPUs;
-    /// with page-table isolation a user CR3 maps almost nothing of the kernel, so the kernel
-    /// half of the paired kernel page table is tried too).
-    pub fn locate(session: &Session) -> Result<KernelImage, KallsymsError> {
-        let mut spaces: Vec<AddressSpace> = Vec::new();
-        let count = session.vcpu_count().max(1);
-        for i in 0..count {
-            let space = match session.vcpu_address_space(i) {
-                Ok(s) => s,
-                Err(source) if spaces.is_empty() && i + 1 == count => {
-                    return Err(KallsymsError::NoAddressSpace { source });
-                }
-                Err(_) => continue,
-            };
-            // PTI: the user PGD is the kernel PGD + 4 KiB (an 8 KiB-aligned pair).
-            let kernel = AddressSpace {
-                root: Pa::new(space.root.raw() & !PAGE),
-                mode: space.mode,
-            };
-            for s in [space, kernel] {
-                if !spaces.contains(&s) {
-                    spaces.push(s);
-                }
-            }
-        }
+    /// Finds the kernel in the address spaces [`crate::kernel_space::search_spaces`] gives:
+    /// VMCOREINFO's, the vCPUs' (each with its PTI kernel half), or, for a target without
+    /// registers, the one found in physical memory.
+    pub fn locate(session: &Session) -> Result<KernelImage, crate::LinuxError> {
+        let (spaces, _) = crate::kernel_space::search_spaces(session)?;
+        Ok(Self::locate_in_spaces(session, &spaces)?)
+    }
+
+    /// Finds the kernel in the first of `spaces` that maps it.
+    pub fn locate_in_spaces(
+        session: &Session,
+        spaces: &[AddressSpace],
+    ) -> Result<KernelImage, KallsymsError> {
         let mut first_error = None;
-        for &space in &spaces {
+        for &space in spaces {
             match Self::locate_in(session.virtual_memory(space)) {
                 Ok(image) => return Ok(image),
-                // Another address space may map the kernel; anything else is final.
-                Err(KallsymsError::KernelNotMapped { .. }) => {}
+                // Another address space may map the kernel (a PTI user PGD maps almost none
+                // of it); anything else is final.
+                Err(
+                    KallsymsError::KernelNotMapped { .. } | KallsymsError::BannerNotFound { .. },
+                ) if first_error.is_none() => {}
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
