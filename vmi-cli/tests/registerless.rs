@@ -1,0 +1,113 @@
+//! Dumps that carry no vCPU registers (raw `pmemsave` images, LiME files): the kernel and its
+//! page tables are found in physical memory alone, and every command answers as it does on the
+//! ELF dump of the same guest, with no `--dtb` or `--paging-mode` given.
+
+mod common;
+
+use std::path::Path;
+
+use common::{bytes_of, fresh_cache_dir, run_json_cached};
+use vmi_fixtures::{guests, hex, Guest};
+
+/// The commands compared between a register-less dump and the ELF dump of the same guest.
+fn compare_with_elf(g: &Guest, dump: &Path, what: &str) {
+    let cache = fresh_cache_dir(&format!("registerless-{what}"));
+    let elf = g.elf();
+    let (elf, dump) = (elf.to_str().unwrap(), dump.to_str().unwrap());
+    let run = |target: &str, args: &[&str]| {
+        let mut all = vec!["--target", target];
+        all.extend_from_slice(args);
+        run_json_cached(&cache, &all)
+    };
+
+    let info = run(dump, &["info"]);
+    let os = &info["os"];
+    assert_eq!(os["kind"], "linux", "{} {what}", g.name);
+    assert_eq!(
+        os["version"],
+        g.truth("version").trim_end(),
+        "{} {what}",
+        g.name
+    );
+    assert_eq!(
+        hex(os["kernel_base"].as_str().unwrap()),
+        g.kallsyms()["_text"],
+        "{} {what}",
+        g.name
+    );
+    assert!(
+        os["kernel_dtb_source"]
+            .as_str()
+            .unwrap()
+            .contains("physical memory"),
+        "{} {what}: {os}",
+        g.name
+    );
+    assert_eq!(
+        info["paging_mode"],
+        g.paging_mode_name(),
+        "{} {what}",
+        g.name
+    );
+    assert_eq!(info["vcpus"], 0, "{} {what}", g.name);
+
+    let ps = run(dump, &["ps"]);
+    common::assert_ps_matches_truth(g, &ps);
+    assert_eq!(ps, run(elf, &["ps"]), "{} {what}: ps", g.name);
+    assert_eq!(
+        run(dump, &["modules"]),
+        run(elf, &["modules"]),
+        "{} {what}: modules",
+        g.name
+    );
+    for t in g.targets() {
+        let pid = t.pid.to_string();
+        assert_eq!(
+            run(dump, &["maps", &pid]),
+            run(elf, &["maps", &pid]),
+            "{} {what}: maps {pid}",
+            g.name
+        );
+        let heap = format!("{:#x}", t.heap);
+        let secret = bytes_of(&run(dump, &["read", "--pid", &pid, &heap, "32"]));
+        assert!(
+            secret.starts_with(format!("VMI-HEAP-SECRET-{pid}").as_bytes()),
+            "{} {what}: pid {pid} heap",
+            g.name
+        );
+    }
+    // A kernel address with no options: the kernel's own page tables.
+    let banner = format!("{:#x}", g.kallsyms()["linux_banner"]);
+    let version = g.truth("version");
+    let bytes = bytes_of(&run(dump, &["read", &banner, &version.len().to_string()]));
+    assert_eq!(bytes, version.as_bytes(), "{} {what}: linux_banner", g.name);
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+#[test]
+fn raw_images_answer_as_the_elf_dump_does() {
+    let all = guests();
+    for g in &all {
+        compare_with_elf(g, &g.raw(), "raw");
+    }
+}
+
+#[test]
+fn lime_files_answer_as_the_elf_dump_does() {
+    // One guest per paging depth: a LiME file is as large as the guest's RAM.
+    let all = guests();
+    let picked: Vec<&Guest> = [4, 5]
+        .iter()
+        .filter_map(|&p| all.iter().find(|g| g.paging == p))
+        .collect();
+    for g in picked {
+        let dump = vmi_backend_file::Dump::open(g.elf()).unwrap();
+        let path =
+            std::env::temp_dir().join(format!("vmi-test-{}-{}.lime", g.name, std::process::id()));
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        vmi_backend_file::lime::write(&mut out, dump.memory()).unwrap();
+        drop(out);
+        compare_with_elf(g, &path, "lime");
+        let _ = std::fs::remove_file(&path);
+    }
+}
