@@ -123,34 +123,88 @@ pub fn find_slide(
 /// and the banner's link-time address; the entry whose banner is found in memory under some
 /// slide is this guest's (no scan of the kernel image is needed).
 pub fn load(session: &Session, space: AddressSpace) -> Option<Kernel> {
+    entries()?.find_map(|entry| entry.kernel_in(session, space))
+}
+
+/// The cached kernel for a guest whose dump has no registers, found in physical memory without
+/// a scan: the image is placed at a 2 MiB-aligned physical address, so the cached banner can
+/// only be at its link-time offset within some 2 MiB frame; where it is, the cached
+/// `init_top_pgt` is at the same distance from it as at link time.
+pub fn load_physical(session: &Session) -> Option<Kernel> {
+    let large = PageSize::Size2M.bytes();
+    let mem = session.memory();
+    entries()?.find_map(|entry| {
+        let init_top_pgt = entry.doc.symbols.get("init_top_pgt")?.address;
+        let want = entry.banner.trim_end().as_bytes();
+        let mut buf = vec![0u8; want.len()];
+        let banner_pa = mem.memory_map().iter().find_map(|region| {
+            let first = region.start.raw().div_ceil(large);
+            let last = region.end_raw() / large;
+            (first..=last)
+                .filter_map(|frame| frame.checked_mul(large)?.checked_add(entry.link % large))
+                .find(|&pa| {
+                    mem.read(vmi_core::Pa::new(pa), &mut buf).is_ok() && buf.as_slice() == want
+                })
+        })?;
+        let root = banner_pa.checked_add(init_top_pgt.checked_sub(entry.link)?)?;
+        [vmi_core::PagingMode::Ia32e5, vmi_core::PagingMode::Ia32e4]
+            .into_iter()
+            .find_map(|mode| {
+                let space = AddressSpace {
+                    root: vmi_core::Pa::new(root),
+                    mode,
+                };
+                let mut kernel = entry.kernel_in(session, space)?;
+                kernel.use_own_space(
+                    session,
+                    kernel.symbol("linux_banner").ok()?,
+                    crate::kernel_space::RootSource::PhysicalScan,
+                );
+                Some(kernel)
+            })
+    })
+}
+
+/// One cache file, parsed.
+struct Entry {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    doc: isf::IsfDocument,
+    banner: String,
+    /// Link-time address of `linux_banner`.
+    link: u64,
+}
+
+/// The cache's entries that name a banner and its address.
+fn entries() -> Option<impl Iterator<Item = Entry>> {
     let dir = cache_dir()?;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+    Some(std::fs::read_dir(dir).ok()?.flatten().filter_map(|entry| {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if !(name.starts_with("linux-") && name.ends_with(".json")) {
-            continue;
+            return None;
         }
-        let Ok(bytes) = std::fs::read(entry.path()) else {
-            continue;
-        };
-        let Ok(doc) = serde_json::from_slice::<isf::IsfDocument>(&bytes) else {
-            continue;
-        };
-        let Some(banner) = doc.metadata.get("vmi_banner").and_then(|b| b.as_str()) else {
-            continue;
-        };
-        let Some(link) = doc.symbols.get("linux_banner").map(|s| s.address) else {
-            continue;
-        };
-        let Some(slide) = find_slide(session, space, link, banner.trim_end().as_bytes()) else {
-            continue;
-        };
-        let Ok(mut profile) = Profile::from_isf(&bytes) else {
-            continue;
-        };
-        profile.source = format!("cache {}", entry.path().display());
+        let bytes = std::fs::read(entry.path()).ok()?;
+        let doc = serde_json::from_slice::<isf::IsfDocument>(&bytes).ok()?;
+        let banner = doc.metadata.get("vmi_banner")?.as_str()?.to_owned();
+        let link = doc.symbols.get("linux_banner")?.address;
+        Some(Entry {
+            path: entry.path(),
+            bytes,
+            doc,
+            banner,
+            link,
+        })
+    }))
+}
+
+impl Entry {
+    /// The cached kernel, if its banner is in `space` under some KASLR slide.
+    fn kernel_in(&self, session: &Session, space: AddressSpace) -> Option<Kernel> {
+        let slide = find_slide(session, space, self.link, self.banner.trim_end().as_bytes())?;
+        let mut profile = Profile::from_isf(&self.bytes).ok()?;
+        profile.source = format!("cache {}", self.path.display());
         profile.record_accesses();
-        return Some(Kernel::new(profile, slide, space, banner.to_owned()));
+        Some(Kernel::new(profile, slide, space, self.banner.clone()))
     }
-    None
 }

@@ -22,7 +22,7 @@ use serde::Serialize;
 use vmi_core::{AddressSpace, Pa, PageSize, PagingMode, Session, SessionError, Va};
 
 use crate::error::LinuxError;
-use crate::kallsyms::banner::{find_banner, BANNER_PREFIX};
+use crate::kallsyms::banner::{banner_at_start, BANNER_PREFIX};
 use crate::kallsyms::locate::START_KERNEL_MAP;
 use crate::kallsyms::{Kallsyms, KallsymsError};
 
@@ -261,16 +261,19 @@ const MAX_CANDIDATES: usize = 64;
 /// Physical memory is searched this much at a time.
 const CHUNK: usize = 4 << 20;
 
-/// Finds the kernel's address space from physical memory alone (see the module docs). The
-/// search reads each RAM region once; kallsyms are decoded only next to a banner.
+/// Finds the kernel's address space from physical memory alone (see the module docs). Memory
+/// is searched in address order for the banner text, and the first banner next to kallsyms
+/// tables that name it is the kernel's: most dumps are read only up to the kernel image.
 pub fn scan_physical(session: &Session) -> Result<AddressSpace, LinuxError> {
     let mem = session.memory();
-    let mut candidates = Vec::new();
-    let mut scanned = 0u64;
     let finder = memchr::memmem::Finder::new(BANNER_PREFIX);
     let overlap = BANNER_PREFIX.len() - 1;
     let mut buf = vec![0u8; CHUNK + overlap];
-    'regions: for region in mem.memory_map() {
+    let mut scanned = 0u64;
+    let mut banners = 0usize;
+    let mut tried_windows: Vec<u64> = Vec::new();
+    let mut last_error = None;
+    for region in mem.memory_map() {
         let mut at = region.start.raw();
         let end = region.end_raw();
         while at < end {
@@ -281,12 +284,18 @@ pub fn scan_physical(session: &Session) -> Result<AddressSpace, LinuxError> {
             }
             scanned += n as u64;
             for off in finder.find_iter(chunk) {
-                let pa = at + off as u64;
-                if !candidates.contains(&pa) {
-                    candidates.push(pa);
+                banners += 1;
+                let window = (at + off as u64) & !(PageSize::Size2M.bytes() - 1);
+                if tried_windows.contains(&window) {
+                    continue;
                 }
-                if candidates.len() >= MAX_CANDIDATES {
-                    break 'regions;
+                if banners > MAX_CANDIDATES {
+                    break;
+                }
+                tried_windows.push(window);
+                match kernel_in_window(session, window) {
+                    Ok(space) => return Ok(space),
+                    Err(e) => last_error = Some(e),
                 }
             }
             if at + n as u64 >= end {
@@ -295,33 +304,16 @@ pub fn scan_physical(session: &Session) -> Result<AddressSpace, LinuxError> {
             at += (n - overlap) as u64;
         }
     }
-    let mut tried_windows: Vec<u64> = Vec::new();
-    let mut last_error = None;
-    for &cand in &candidates {
-        let window = cand & !(PageSize::Size2M.bytes() - 1);
-        if tried_windows.contains(&window) {
-            continue;
-        }
-        tried_windows.push(window);
-        match kernel_in_window(session, window, &candidates) {
-            Ok(space) => return Ok(space),
-            Err(e) => last_error = Some(e),
-        }
-    }
     Err(LinuxError::KernelNotInPhysicalMemory {
         scanned_bytes: scanned,
-        banners: candidates.len(),
+        banners,
         reason: last_error.unwrap_or_else(|| "no \"Linux version \" text at all".to_owned()),
     })
 }
 
-/// The kernel's space if the kallsyms tables are in `[window, window + SCAN_WINDOW)` and one of
-/// `banners` is their `linux_banner`.
-fn kernel_in_window(
-    session: &Session,
-    window: u64,
-    banners: &[u64],
-) -> Result<AddressSpace, String> {
+/// The kernel's space if the kallsyms tables are in `[window, window + SCAN_WINDOW)` and name
+/// a `linux_banner` that is there too.
+fn kernel_in_window(session: &Session, window: u64) -> Result<AddressSpace, String> {
     let mem = session.memory();
     let mut bytes = vec![0u8; SCAN_WINDOW as usize];
     let mut off = 0usize;
@@ -342,18 +334,15 @@ fn kernel_in_window(
     let init_top_pgt = symbols
         .lookup("init_top_pgt")
         .ok_or("the kallsyms tables name no init_top_pgt")?;
+    // The banner sits at its virtual offset within a 2 MiB frame of the window.
     let large = PageSize::Size2M.bytes();
-    let banner_text = find_banner(&bytes).map(|(_, t)| t.to_owned());
-    let banner_pa = banners
-        .iter()
-        .copied()
-        .filter(|&pa| pa % large == banner_va % large)
+    let banner_pa = (0..SCAN_WINDOW / large)
+        .map(|frame| window + frame * large + banner_va % large)
         .find(|&pa| {
-            let mut text = vec![0u8; banner_text.as_ref().map_or(0, String::len)];
-            mem.read(Pa::new(pa), &mut text).is_ok()
-                && banner_text.as_ref().is_some_and(|t| t.as_bytes() == text)
+            let off = (pa - window) as usize;
+            bytes.get(off..).and_then(banner_at_start).is_some()
         })
-        .ok_or("no banner found at the physical address kallsyms' linux_banner implies")?;
+        .ok_or("no banner where kallsyms' linux_banner implies, in this window")?;
     let image_pa = |va: u64| {
         va.checked_sub(banner_va)
             .and_then(|d| banner_pa.checked_add(d))
@@ -389,8 +378,8 @@ fn kernel_in_window(
         })
         .ok_or_else(|| {
             format!(
-                "init_top_pgt at {:#x} does not map linux_banner {banner_va:#x} to {banner_pa:#x}",
-                root
+                "init_top_pgt at {root:#x} does not map linux_banner {banner_va:#x} to \
+                 {banner_pa:#x}"
             )
         })
 }

@@ -96,6 +96,12 @@ pub fn linux(session: &Session) -> Option<&LinuxOs> {
 /// Finds the kernel: from the profile cache when it has this build, else by discovery (whose
 /// profile then records what the analyses use, for [`LinuxOs::save_cache`]).
 pub fn open(session: &Session, use_cache: bool) -> Result<LinuxOs, LinuxError> {
+    if use_cache && session.vcpu_count() == 0 && session.vmcoreinfo().is_none() {
+        // No registers: the cache knows where to look, sparing the scan of physical memory.
+        if let Some(kernel) = cache::load_physical(session) {
+            return Ok(LinuxOs::new(kernel, true).check_vmcoreinfo(session));
+        }
+    }
     let (spaces, source) = crate::kernel_space::search_spaces(session)?;
     if use_cache {
         for &space in &spaces {

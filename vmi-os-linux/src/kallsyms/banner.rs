@@ -45,6 +45,13 @@ pub fn find_banner(bytes: &[u8]) -> Option<(usize, &str)> {
     fallback
 }
 
+/// The banner at the very start of `bytes`, if the bytes there have its shape.
+pub fn banner_at_start(bytes: &[u8]) -> Option<&str> {
+    bytes
+        .starts_with(BANNER_PREFIX)
+        .then(|| banner_at(bytes, 0))?
+}
+
 /// Whether the banner's `UTS_VERSION` part starts with `#` and a digit.
 fn has_build_number(text: &str) -> bool {
     text.as_bytes()
