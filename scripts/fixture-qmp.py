@@ -3,15 +3,20 @@
 
 Used by scripts/fixture-guest once the guest printed @@VMI-READY@@:
 
-    fixture-qmp.py SOCKET OUTDIR MEM_BYTES
+    fixture-qmp.py SOCKET OUTDIR MEM_BYTES [--user-mode]
 
 Over the QMP Unix socket it sends qmp_capabilities, stop, the HMP command
-`info registers -a`, dump-guest-memory (ELF, paging false) and pmemsave of
-guest-physical [0, MEM_BYTES), then quit. It writes into OUTDIR:
+`info registers -a`, dump-guest-memory (ELF, paging false; then each kdump
+format QEMU offers) and pmemsave of guest-physical [0, MEM_BYTES), then quit.
+With --user-mode it stops the guest again (cont, stop) until vCPU 0 is at CPL 3
+(the low bits of CS), for the PTI fixtures. It writes into OUTDIR:
 
     registers.txt   the `info registers -a` text, as QEMU printed it
-    vcpus.tsv       one line per vCPU: index cr0 cr3 cr4 efer (0x-prefixed hex)
+    vcpus.tsv       one line per vCPU: index cr0 cr3 cr4 efer cs (0x-prefixed hex)
     memory.elf      dump-guest-memory output
+    memory.kdump-zlib, memory.kdump-lzo, memory.kdump-snappy
+                    dump-guest-memory in makedumpfile's (flattened) kdump
+                    format, for each compression this QEMU was built with
     memory.raw      pmemsave output, exactly MEM_BYTES bytes
     qemu-version    QEMU's version as reported by query-version
 
@@ -80,7 +85,7 @@ class QMP:
 
 
 def parse_registers(text):
-    """Return [(index, cr0, cr3, cr4, efer)] from `info registers -a` text.
+    """Return [(index, cr0, cr3, cr4, efer, cs)] from `info registers -a` text.
 
     QEMU prints one block per vCPU, each starting with "CPU#<n>", containing
     e.g. "CR0=80050033 CR2=... CR3=0000000002a0c000 CR4=00370ef0" and
@@ -96,17 +101,22 @@ def parse_registers(text):
             if not m:
                 raise QMPError(f"no {name} for CPU#{idx} in info registers")
             regs[name] = int(m.group(1), 16)
-        vcpus.append((int(idx), regs["CR0"], regs["CR3"], regs["CR4"], regs["EFER"]))
+        m = re.search(r"^CS =([0-9a-fA-F]+)", body, flags=re.M)
+        if not m:
+            raise QMPError(f"no CS for CPU#{idx} in info registers")
+        cs = int(m.group(1), 16)
+        vcpus.append((int(idx), regs["CR0"], regs["CR3"], regs["CR4"], regs["EFER"], cs))
     if not vcpus:
         raise QMPError("no CPU#n block in info registers")
     return vcpus
 
 
 def main():
-    if len(sys.argv) != 4:
+    if len(sys.argv) not in (4, 5) or sys.argv[4:] not in ([], ["--user-mode"]):
         print(__doc__, file=sys.stderr)
         return 2
     sock_path, outdir, mem_bytes = sys.argv[1], os.path.abspath(sys.argv[2]), int(sys.argv[3])
+    user_mode = sys.argv[4:] == ["--user-mode"]
 
     q = QMP(sock_path)
     try:
@@ -125,16 +135,37 @@ def main():
             raise QMPError(f"guest still running after stop: {status}")
 
         regs = q.cmd("human-monitor-command", **{"command-line": "info registers -a"})
+        tries = 0
+        while user_mode and parse_registers(regs)[0][5] & 3 != 3:
+            tries += 1
+            if tries > 2000:
+                raise QMPError("vCPU 0 never stopped at CPL 3")
+            q.cmd("cont")
+            time.sleep(0.002 * (tries % 7 + 1))
+            q.cmd("stop")
+            regs = q.cmd("human-monitor-command", **{"command-line": "info registers -a"})
+        if user_mode:
+            print(f"fixture-qmp: vCPU 0 at CPL 3 after {tries} re-stops", file=sys.stderr)
         with open(os.path.join(outdir, "registers.txt"), "w") as f:
             f.write(regs)
         with open(os.path.join(outdir, "vcpus.tsv"), "w") as f:
-            for idx, cr0, cr3, cr4, efer in parse_registers(regs):
-                f.write(f"{idx}\t{cr0:#x}\t{cr3:#x}\t{cr4:#x}\t{efer:#x}\n")
+            for idx, cr0, cr3, cr4, efer, cs in parse_registers(regs):
+                f.write(f"{idx}\t{cr0:#x}\t{cr3:#x}\t{cr4:#x}\t{efer:#x}\t{cs:#x}\n")
 
         t = time.monotonic()
         elf = os.path.join(outdir, "memory.elf")
         q.cmd("dump-guest-memory", paging=False, protocol="file:" + elf)
         print(f"fixture-qmp: memory.elf in {time.monotonic() - t:.1f}s", file=sys.stderr)
+
+        offered = q.cmd("query-dump-guest-memory-capability")["formats"]
+        for fmt in ("kdump-zlib", "kdump-lzo", "kdump-snappy"):
+            if fmt not in offered:
+                print(f"fixture-qmp: this QEMU cannot write {fmt}", file=sys.stderr)
+                continue
+            t = time.monotonic()
+            path = os.path.join(outdir, "memory." + fmt)
+            q.cmd("dump-guest-memory", paging=False, protocol="file:" + path, format=fmt)
+            print(f"fixture-qmp: memory.{fmt} in {time.monotonic() - t:.1f}s", file=sys.stderr)
 
         t = time.monotonic()
         raw = os.path.join(outdir, "memory.raw")

@@ -20,6 +20,12 @@
  * react to a write. Nothing is printed while the secret is untouched, so the
  * output of fixture guests is unchanged.
  *
+ * --title: before printing, the process rewrites its title over its argument
+ * area the way sshd, postgres and nginx do (setproctitle): TITLE below, longer
+ * than the arguments, written from argv[0] on into the environment strings
+ * that follow them, so the last byte of the argument area is not NUL and
+ * /proc/PID/cmdline shows the title.
+ *
  * It prints exactly one line,
  *   VMI-TARGET pid=<pid> heap=0x<va> data=0x<va> counter=0x<va> threads=<N>
  * flushes stdout and then runs forever. Any other arguments are accepted and
@@ -41,6 +47,28 @@ __attribute__((used)) char vmi_data_secret[] = "VMI-DATA-SECRET";
 #define VMI_COUNTER_START 0x1000000ULL
 __attribute__((used)) volatile uint64_t vmi_counter = VMI_COUNTER_START;
 
+/* Longer than the fixture's argv of a --title process, so it runs past it. */
+#define TITLE "vmi-title: /bin/vmi-target -D [listener] 0 of 10-100 startups"
+
+extern char **environ;
+
+/* setproctitle: overwrite [argv[0], end of the last contiguous environment
+ * string) with TITLE, NUL-padded. */
+static void set_title(int argc, char **argv)
+{
+    char *start = argv[0];
+    char *end = argv[argc - 1] + strlen(argv[argc - 1]) + 1;
+    for (char **e = environ; *e; e++)
+        if (*e == end)
+            end = *e + strlen(*e) + 1;
+    size_t room = (size_t)(end - start);
+    size_t len = strlen(TITLE);
+    if (len + 1 > room)
+        len = room - 1;
+    memset(start, 0, room);
+    memcpy(start, TITLE, len);
+}
+
 static void *sleeper(void *arg)
 {
     (void)arg;
@@ -52,9 +80,12 @@ static void *sleeper(void *arg)
 int main(int argc, char **argv)
 {
     long threads = 0;
+    int title = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
             threads = strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--title") == 0)
+            title = 1;
     }
     if (threads < 0 || threads > 64)
         threads = 0;
@@ -75,6 +106,9 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+
+    if (title)
+        set_title(argc, argv);
 
     printf("VMI-TARGET pid=%d heap=%p data=%p counter=%p threads=%ld\n",
            (int)getpid(), (void *)heap, (void *)vmi_data_secret,

@@ -199,7 +199,7 @@ impl<'a> Vmcoreinfo<'a> {
 
     /// Compares the note with what discovery found of `kernel`: the release, the KASLR slide
     /// and the symbols the note names that the profile has. Says what agreed, or what did not.
-    pub fn check(&self, kernel: &crate::Kernel) -> String {
+    pub fn check(&self, kernel: &crate::Kernel, session: &Session) -> String {
         let mut agreed = Vec::new();
         let mut differ = Vec::new();
         let release = crate::kallsyms::banner::release(kernel.banner());
@@ -227,7 +227,9 @@ impl<'a> Vmcoreinfo<'a> {
             let (Some(note), Ok(found)) = (self.symbol(name), kernel.symbol(name)) else {
                 continue;
             };
-            if note == found.raw() {
+            // Arrays behind a pointer (mem_section) are noted by the pointer's value.
+            let pointee = kernel.memory(session).read_u64(found).ok();
+            if note == found.raw() || Some(note) == pointee {
                 agreed.push(format!("SYMBOL({name})"));
             } else {
                 differ.push(format!("SYMBOL({name}) {note:#x} vs {found}"));

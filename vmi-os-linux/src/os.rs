@@ -34,7 +34,7 @@ impl LinuxOs {
     pub fn check_vmcoreinfo(mut self, session: &Session) -> Self {
         let verdict = match session.vmcoreinfo() {
             None => "absent".to_owned(),
-            Some(text) => crate::kernel_space::Vmcoreinfo(text).check(&self.kernel),
+            Some(text) => crate::kernel_space::Vmcoreinfo(text).check(&self.kernel, session),
         };
         self.details.insert("vmcoreinfo".to_owned(), verdict);
         self
