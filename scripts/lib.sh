@@ -17,7 +17,7 @@ ensure_debian_packages() {
 }
 
 # What building, the fixture builder and the tests need.
-BASE_PACKAGES=(build-essential pkg-config qemu-system-x86 qemu-utils busybox-static cpio xz-utils python3 python3-venv ca-certificates makedumpfile)
+BASE_PACKAGES=(build-essential pkg-config qemu-system-x86 qemu-utils busybox-static cpio xz-utils python3 python3-venv ca-certificates makedumpfile python3-lzo python3-snappy)
 
 ensure_rust() {
 	if ! command -v cargo >/dev/null 2>&1; then

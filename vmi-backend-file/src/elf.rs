@@ -376,6 +376,13 @@ fn segment_bytes(bytes: &[u8], index: usize, offset: u64, len: u64) -> Result<&[
     })
 }
 
+/// Parses a block of ELF notes outside any ELF file (the note section of a kdump file).
+pub fn parse_note_block(bytes: &[u8], offset: u64) -> Result<Vec<Note<'_>>, DumpError> {
+    let mut out = Vec::new();
+    parse_notes(bytes, 0, offset, &mut out)?;
+    Ok(out)
+}
+
 /// Parses the notes of one PT_NOTE segment. Notes are 4-byte aligned, as Linux and QEMU write
 /// them for both ELF classes. A final note may omit the padding of its descriptor, and a tail
 /// of fewer than 12 zero bytes (padding) is ignored.

@@ -56,6 +56,16 @@ pub enum DumpError {
         file_len: u64,
     },
 
+    // ---- kdump ----
+    /// A kdump-compressed file (flat or flattened) is malformed.
+    #[error("kdump file: at offset {offset:#x}: {reason}")]
+    Kdump {
+        /// File (or flat) offset of what is wrong.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+
     // ---- ELF ----
     /// The bytes do not start with the ELF magic.
     #[error("not an ELF file: it starts with [{first_bytes}], not 7f 45 4c 46")]

@@ -8,6 +8,8 @@
 //! - [`notes`]: NT_PRSTATUS, QEMU CPU state and VMCOREINFO notes, with their exact layouts.
 //! - [`registers`]: vCPU registers of an ELF core, and how EFER is inferred.
 //! - [`lime`]: the LiME parser ([`lime::parse`]) and writer ([`lime::write`]).
+//! - [`kdump`]: makedumpfile's kdump-compressed files, flat and flattened, decompressed page by
+//!   page ([`lzo`]: the LZO1X decoder they need).
 //! - [`raw`]: when a file is taken as a raw image.
 //! - [`mapped`]: the region table and the [`vmi_core::PhysicalMemory`] read path.
 //! - [`error`]: [`DumpError`], one variant per malformation.
@@ -22,6 +24,8 @@
 //! |---------------------------------|-----------------|-----------|
 //! | `7f 45 4c 46` (ELF), `ET_CORE`  | `elf-core`      | from notes, if any |
 //! | `45 4d 69 4c` (LiME magic)      | `lime`          | none |
+//! | `KDUMP   `                      | `kdump`         | from its ELF notes |
+//! | `makedumpfile` + NULs           | `kdump-flattened` | from its ELF notes |
 //! | anything else, size a non-zero multiple of 4 KiB | `raw` (from physical 0) | none |
 //! | anything else                   | [`DumpError::UnknownFormat`] | |
 //!
@@ -50,7 +54,9 @@
 
 pub mod elf;
 pub mod error;
+pub mod kdump;
 pub mod lime;
+pub mod lzo;
 pub mod mapped;
 pub mod notes;
 pub mod raw;
@@ -81,6 +87,10 @@ pub enum DumpFormat {
     ElfCore,
     /// A LiME image.
     Lime,
+    /// makedumpfile's kdump-compressed format, flat.
+    Kdump,
+    /// The same, flattened (a stream of records, as QEMU 7.2 writes it).
+    KdumpFlattened,
 }
 
 impl DumpFormat {
@@ -90,6 +100,8 @@ impl DumpFormat {
             DumpFormat::Raw => "raw",
             DumpFormat::ElfCore => "elf-core",
             DumpFormat::Lime => "lime",
+            DumpFormat::Kdump => "kdump",
+            DumpFormat::KdumpFlattened => "kdump-flattened",
         }
     }
 
@@ -100,6 +112,10 @@ impl DumpFormat {
             Some(DumpFormat::ElfCore)
         } else if lime::is_lime(bytes) {
             Some(DumpFormat::Lime)
+        } else if kdump::is_kdump(bytes) {
+            Some(DumpFormat::Kdump)
+        } else if kdump::is_flattened(bytes) {
+            Some(DumpFormat::KdumpFlattened)
         } else {
             None
         }
@@ -115,15 +131,25 @@ impl fmt::Display for DumpFormat {
 /// An opened memory dump.
 pub struct Dump {
     format: DumpFormat,
+    /// Reads decompress (kdump): the session puts its page cache in front.
+    slow_reads: bool,
     memory: Arc<dyn PhysicalMemory>,
     registers: Option<Arc<DumpRegisters>>,
     vmcoreinfo: Option<String>,
     details: Vec<(String, String)>,
 }
 
+/// How a dump's bytes become physical memory.
+enum Layout {
+    /// Regions of the file, read in place.
+    Table(RegionTable),
+    /// Compressed pages.
+    Kdump(Box<kdump::Kdump>),
+}
+
 /// What parsing a dump yields before its bytes are moved into the memory object.
 struct Parsed {
-    table: RegionTable,
+    layout: Layout,
     registers: Option<DumpRegisters>,
     vmcoreinfo: Option<String>,
     details: Vec<(String, String)>,
@@ -201,14 +227,20 @@ impl Dump {
             DumpFormat::Raw => parse_raw(data, path)?,
             DumpFormat::ElfCore => parse_elf(data)?,
             DumpFormat::Lime => parse_lime(data)?,
+            DumpFormat::Kdump | DumpFormat::KdumpFlattened => parse_kdump(data)?,
         };
         parsed
             .details
             .insert(0, ("path".into(), path.display().to_string()));
-        let memory = MappedMemory::new(bytes, parsed.table)?;
+        let slow_reads = matches!(parsed.layout, Layout::Kdump(_));
+        let memory: Arc<dyn PhysicalMemory> = match parsed.layout {
+            Layout::Table(table) => Arc::new(MappedMemory::new(bytes, table)?),
+            Layout::Kdump(k) => Arc::new(kdump::KdumpMemory::new(bytes, *k)),
+        };
         Ok(Dump {
             format,
-            memory: Arc::new(memory),
+            slow_reads,
+            memory,
             registers: parsed.registers.map(Arc::new),
             vmcoreinfo: parsed.vmcoreinfo,
             details: parsed.details,
@@ -249,7 +281,7 @@ impl Dump {
             registers: self.registers.map(|r| r as Arc<dyn VcpuRegisters>),
             control: None,
             writer: None,
-            slow_reads: false,
+            slow_reads: self.slow_reads,
             vmcoreinfo: self.vmcoreinfo,
             details: self.details,
         }
@@ -277,7 +309,7 @@ fn parse_raw(data: &[u8], path: &Path) -> Result<Parsed, DumpError> {
         });
     }
     Ok(Parsed {
-        table: RegionTable::identity(len)?,
+        layout: Layout::Table(RegionTable::identity(len)?),
         registers: None,
         vmcoreinfo: None,
         details: vec![("size".into(), len.to_string())],
@@ -296,9 +328,73 @@ fn parse_lime(data: &[u8]) -> Result<Parsed, DumpError> {
             ("ranges".into(), count.to_string()),
             ("regions".into(), table.memory_map().len().to_string()),
         ],
-        table,
+        layout: Layout::Table(table),
         registers: None,
         vmcoreinfo: None,
+    })
+}
+
+fn parse_kdump(data: &[u8]) -> Result<Parsed, DumpError> {
+    let k = kdump::Kdump::parse(data)?;
+    let h = &k.header;
+    let vmcoreinfo = match h.vmcoreinfo {
+        Some((off, size)) => {
+            let text = k.flat_bytes(data, off, size)?;
+            let end = text.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            Some(String::from_utf8_lossy(&text[..end]).into_owned())
+        }
+        None => None,
+    };
+    let (registers, note_summary) = match h.notes {
+        Some((off, size)) => {
+            let bytes = k.flat_bytes(data, off, size)?;
+            let notes = notes::decode(&elf::parse_note_block(&bytes, off)?)?;
+            let summary = format!(
+                "{} QEMU CPU notes, {} NT_PRSTATUS",
+                notes.qemu.len(),
+                notes.prstatus.len()
+            );
+            (DumpRegisters::from_notes(&notes, true)?, summary)
+        }
+        None => (None, "none".to_owned()),
+    };
+    let details = vec![
+        (
+            "kdump".into(),
+            format!(
+                "header version {}, {}",
+                h.version,
+                if k.is_flattened() {
+                    "flattened"
+                } else {
+                    "flat"
+                }
+            ),
+        ),
+        ("compression".into(), k.compression(data).to_owned()),
+        ("release".into(), h.release.clone()),
+        ("dump_level".into(), h.dump_level.to_string()),
+        (
+            "pages".into(),
+            format!("{} written of {} RAM pages", k.written_pages, k.ram_pages),
+        ),
+        ("phys_base".into(), format!("{:#x}", h.phys_base)),
+        ("notes".into(), note_summary),
+        (
+            "vmcoreinfo".into(),
+            if vmcoreinfo.is_some() {
+                "present"
+            } else {
+                "absent"
+            }
+            .into(),
+        ),
+    ];
+    Ok(Parsed {
+        layout: Layout::Kdump(Box::new(k)),
+        registers,
+        vmcoreinfo,
+        details,
     })
 }
 
@@ -353,7 +449,7 @@ fn parse_elf(data: &[u8]) -> Result<Parsed, DumpError> {
         ));
     }
     Ok(Parsed {
-        table,
+        layout: Layout::Table(table),
         registers,
         vmcoreinfo: notes.vmcoreinfo,
         details,
@@ -368,7 +464,7 @@ fn open_spec(rest: &str, _options: &OpenOptions) -> Result<Target, BoxError> {
 /// The `file` backend: `file:PATH` or a bare path to an existing file.
 pub static FILE_BACKEND: BackendFactory = BackendFactory {
     name: "file",
-    description: "memory dumps: ELF cores (QEMU dump-guest-memory), LiME, raw images",
+    description: "memory dumps: ELF cores (QEMU dump-guest-memory), kdump, LiME, raw images",
     spec: SpecMatch::PrefixOrPath("file"),
     open: open_spec,
 };

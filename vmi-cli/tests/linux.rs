@@ -251,3 +251,26 @@ fn symbols_from_a_dwarf2json_isf_or_a_system_map_give_the_same_processes() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn cmdline_shows_a_title_rewritten_past_the_arguments_as_proc_does() {
+    for g in guests() {
+        let cache = fresh_cache_dir("title");
+        let (pid, truth) = g.title_truth();
+        let elf = g.elf();
+        let doc = run_json_cached(
+            &cache,
+            &[
+                "--target",
+                elf.to_str().unwrap(),
+                "cmdline",
+                &pid.to_string(),
+            ],
+        );
+        // /proc/PID/cmdline of a rewritten title is the title and its NUL.
+        let title = std::str::from_utf8(truth.strip_suffix(&[0]).unwrap()).unwrap();
+        assert!(title.starts_with("vmi-title: "), "{}: {title}", g.name);
+        assert_eq!(doc["args"], serde_json::json!([title]), "{}", g.name);
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+}
