@@ -749,7 +749,10 @@ fn session_locate_tries_vcpus_and_the_kernel_half_of_pti_pairs() {
         ),
         "{e}"
     );
-    assert!(e.to_string().contains("2 \"Linux version \" texts tried"), "{e}");
+    assert!(
+        e.to_string().contains("2 \"Linux version \" texts tried"),
+        "{e}"
+    );
 }
 
 /// Bytes shaped to make the search work hard end quickly, with an error.
