@@ -66,7 +66,7 @@ pub mod registers;
 mod test_util;
 
 use std::fmt;
-use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -178,7 +178,19 @@ impl Dump {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(io)?;
+        // Look before opening: opening a FIFO blocks until a writer appears (forever, for a
+        // mistyped --target), and a device may have side effects. The open itself does not
+        // block either, should the path be swapped for a FIFO in between.
+        if !std::fs::metadata(path).map_err(io)?.is_file() {
+            return Err(DumpError::NotARegularFile {
+                path: path.to_owned(),
+            });
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(io)?;
         let meta = file.metadata().map_err(io)?;
         if !meta.is_file() {
             return Err(DumpError::NotARegularFile {
