@@ -6,6 +6,20 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PluginError {
+    /// No file of that name was found where plugins are looked for.
+    #[error(
+        "no plugin `{name}`: looked for {}{}",
+        paths(.searched),
+        .plugin_path.as_deref().map(|p| format!("; {p}")).unwrap_or_default()
+    )]
+    NotFound {
+        /// The name or path given.
+        name: String,
+        /// Every path looked at, in order.
+        searched: Vec<PathBuf>,
+        /// What the search of `$VMI_PLUGIN_PATH` by plugin name found (`None` for a path).
+        plugin_path: Option<String>,
+    },
     /// The file could not be opened as a shared library.
     #[error("{path}: not a loadable library: {reason}")]
     Open {
@@ -116,4 +130,15 @@ pub enum PluginError {
         /// Number of columns.
         columns: usize,
     },
+}
+
+/// `a, b, c` for a list of paths.
+fn paths(p: &[PathBuf]) -> String {
+    if p.is_empty() {
+        return "nothing (an empty name)".to_owned();
+    }
+    p.iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

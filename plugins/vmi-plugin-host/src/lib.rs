@@ -7,7 +7,8 @@
 //!   ([`LoadedPlugin::run`]); a panicking plugin yields [`PluginError::Panicked`].
 //! - [`session_host`]: [`SessionHost`], a [`vmi_core::Session`] (and its Linux kernel, when
 //!   one is bound) served to plugins as a [`vmi_plugin_api::HostInterface`].
-//! - [`search`]: finding plugins on `$VMI_PLUGIN_PATH`.
+//! - [`search`]: finding a plugin by path or name ([`search::resolve`]: the current directory,
+//!   then `$VMI_PLUGIN_PATH`).
 //! - [`error`]: why a plugin could not be loaded or run ([`PluginError`]).
 //!
 //! ```no_run

@@ -45,29 +45,10 @@ impl Args {
     }
 }
 
-/// Finds a plugin: a path to a library, else a plugin name (or file stem) on
-/// `$VMI_PLUGIN_PATH`.
+/// Finds a plugin: a path (a name with a slash), else a name looked up in the current
+/// directory and then on `$VMI_PLUGIN_PATH` (see `vmi_plugin_host::search::resolve_in`).
 fn resolve(plugin: &str) -> Result<LoadedPlugin, BoxError> {
-    let path = Path::new(plugin);
-    if path.exists() || plugin.contains('/') {
-        return Ok(vmi_plugin_host::load(path)?);
-    }
-    for candidate in candidates(&plugin_dirs()) {
-        let stem = candidate
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let stem = stem.strip_prefix("lib").unwrap_or(&stem).replace('_', "-");
-        if stem == plugin.replace('_', "-") {
-            return Ok(vmi_plugin_host::load(&candidate)?);
-        }
-        if let Ok(p) = vmi_plugin_host::load(&candidate) {
-            if p.name == plugin {
-                return Ok(p);
-            }
-        }
-    }
-    Err(format!("no plugin `{plugin}`: not a file, and not found on ${PLUGIN_PATH_VAR}").into())
+    Ok(vmi_plugin_host::search::resolve(plugin)?)
 }
 
 /// `vmi plugin run`.
