@@ -116,12 +116,44 @@ impl<'a> Host<'a> {
         Ok(u32::from_le_bytes(b))
     }
 
-    /// Reads a NUL-terminated string of at most `max` bytes (lossy UTF-8).
+    /// Reads a NUL-terminated string of at most `max` bytes (the terminator excluded; bytes
+    /// that are not UTF-8 are replaced). Stops early at unreadable memory: a string running
+    /// into an unmapped page is what precedes the hole. Fails only if not even its first byte
+    /// can be read.
+    ///
+    /// These are the semantics of vmi's own `VirtualMemory::read_cstr`, which vmi's commands
+    /// use, so a plugin and vmi read the same string at the same address. The ABI offers
+    /// all-or-error reads only, so the string is read in pieces that never cross a 4 KiB page:
+    /// each piece is then wholly mapped or wholly not, and the first piece that fails is where
+    /// the readable memory ends.
     pub fn read_cstr(&self, space: Space, va: u64, max: usize) -> Result<String, HostError> {
-        let mut buf = vec![0u8; max];
-        self.read(space, va, &mut buf)?;
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+        /// One read: small strings (`comm`, names) cost one call across the boundary.
+        const CHUNK: usize = 256;
+        const PAGE: u64 = 4096;
+        let mut out = Vec::new();
+        let mut chunk = [0u8; CHUNK];
+        let mut cur = va;
+        while out.len() < max {
+            let to_page_end = PAGE - cur % PAGE;
+            let want = CHUNK
+                .min(max - out.len())
+                .min(usize::try_from(to_page_end).unwrap_or(CHUNK));
+            match self.read(space, cur, &mut chunk[..want]) {
+                Ok(()) => {}
+                Err(e) if out.is_empty() => return Err(e),
+                Err(_) => break,
+            }
+            if let Some(end) = chunk[..want].iter().position(|&b| b == 0) {
+                out.extend_from_slice(&chunk[..end]);
+                break;
+            }
+            out.extend_from_slice(&chunk[..want]);
+            match cur.checked_add(want as u64) {
+                Some(next) => cur = next,
+                None => break,
+            }
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// See [`HostInterface::translate`].
