@@ -77,6 +77,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::json;
+use vmi_core::error::ControlError;
 use vmi_core::registry::{BackendFactory, SpecMatch};
 use vmi_core::{
     BoxError, OpenOptions, PhysicalMemory, PhysicalMemoryWrite, Target, VcpuError, VcpuRegisters,
@@ -170,7 +171,8 @@ impl Qemu {
             ));
         }
         let memory = open_memory(&mut qmp, pid, options, &mut details)?;
-        let control = QemuControl::new(qmp, pid, options.gdbstub, &mut details)?;
+        let target = format!("QEMU pid {pid} (qmp {})", socket.display());
+        let control = QemuControl::new(qmp, pid, target, options.gdbstub, &mut details)?;
         Ok(Qemu {
             pid,
             memory: Arc::new(memory),
@@ -544,12 +546,15 @@ pub struct QemuControl {
     state: Mutex<State>,
     vcpus: usize,
     source: &'static str,
+    /// `QEMU pid 4242 (qmp /run/vm.qmp)`, for errors.
+    target: String,
 }
 
 impl QemuControl {
     fn new(
         mut qmp: Qmp,
         pid: u32,
+        target: String,
         use_gdb: bool,
         details: &mut Vec<(String, String)>,
     ) -> Result<QemuControl, QemuError> {
@@ -589,6 +594,7 @@ impl QemuControl {
             }),
             vcpus,
             source,
+            target,
         })
     }
 
@@ -795,12 +801,18 @@ impl VcpuRegisters for QemuControl {
 }
 
 impl VmControl for QemuControl {
-    fn pause(&self) -> Result<(), VcpuError> {
-        self.pause_inner().map_err(|e| vcpu_err(0, e))
+    fn pause(&self) -> Result<(), ControlError> {
+        self.pause_inner().map_err(|e| ControlError::Pause {
+            target: self.target.clone(),
+            source: Box::new(e),
+        })
     }
 
-    fn resume(&self) -> Result<(), VcpuError> {
-        self.resume_inner().map_err(|e| vcpu_err(0, e))
+    fn resume(&self) -> Result<(), ControlError> {
+        self.resume_inner().map_err(|e| ControlError::Resume {
+            target: self.target.clone(),
+            source: Box::new(e),
+        })
     }
 }
 

@@ -3,7 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use vmi_core::{VcpuError, VmControl};
+use vmi_core::error::ControlError;
+use vmi_core::VmControl;
 
 use crate::handle::Xen;
 
@@ -13,15 +14,22 @@ use crate::handle::Xen;
 pub struct XenControl {
     xen: Arc<Xen>,
     domid: u32,
+    /// `Xen domain 7 (web01)`, for errors.
+    target: String,
     outstanding: Mutex<u32>,
 }
 
 impl XenControl {
-    /// Control of `domid`.
-    pub fn new(xen: Arc<Xen>, domid: u32) -> XenControl {
+    /// Control of `domid`, whose xenstore name (if it has one) is `name`.
+    pub fn new(xen: Arc<Xen>, domid: u32, name: Option<&str>) -> XenControl {
+        let target = match name {
+            Some(name) if !name.is_empty() => format!("Xen domain {domid} ({name})"),
+            _ => format!("Xen domain {domid}"),
+        };
         XenControl {
             xen,
             domid,
+            target,
             outstanding: Mutex::new(0),
         }
     }
@@ -31,25 +39,26 @@ impl XenControl {
         *self.outstanding.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn io(&self, call: &str, e: std::io::Error) -> VcpuError {
-        VcpuError::Io {
-            index: 0,
-            source: std::io::Error::new(e.kind(), format!("{call} (domain {}): {e}", self.domid)),
-        }
+    /// The library call that failed, with its error.
+    fn call_error(call: &str, e: std::io::Error) -> Box<dyn std::error::Error + Send + Sync> {
+        Box::new(std::io::Error::new(e.kind(), format!("{call}: {e}")))
     }
 }
 
 impl VmControl for XenControl {
-    fn pause(&self) -> Result<(), VcpuError> {
+    fn pause(&self) -> Result<(), ControlError> {
         let mut n = self.outstanding.lock().unwrap_or_else(|e| e.into_inner());
         self.xen
             .pause(self.domid)
-            .map_err(|e| self.io("xc_domain_pause", e))?;
+            .map_err(|e| ControlError::Pause {
+                target: self.target.clone(),
+                source: Self::call_error("xc_domain_pause", e),
+            })?;
         *n = n.saturating_add(1);
         Ok(())
     }
 
-    fn resume(&self) -> Result<(), VcpuError> {
+    fn resume(&self) -> Result<(), ControlError> {
         let mut n = self.outstanding.lock().unwrap_or_else(|e| e.into_inner());
         if *n == 0 {
             // Never unpause a pause vmi did not make (the toolstack's, an admin's).
@@ -57,7 +66,10 @@ impl VmControl for XenControl {
         }
         self.xen
             .unpause(self.domid)
-            .map_err(|e| self.io("xc_domain_unpause", e))?;
+            .map_err(|e| ControlError::Resume {
+                target: self.target.clone(),
+                source: Self::call_error("xc_domain_unpause", e),
+            })?;
         *n -= 1;
         Ok(())
     }
@@ -90,7 +102,7 @@ pub struct PauseGuard {
 
 impl PauseGuard {
     /// Pauses `control`'s target.
-    pub fn new(control: Arc<dyn VmControl>) -> Result<PauseGuard, VcpuError> {
+    pub fn new(control: Arc<dyn VmControl>) -> Result<PauseGuard, ControlError> {
         control.pause()?;
         Ok(PauseGuard {
             control: Some(control),
@@ -98,7 +110,7 @@ impl PauseGuard {
     }
 
     /// Resumes now, reporting a failure (dropping the guard resumes too, silently).
-    pub fn resume(mut self) -> Result<(), VcpuError> {
+    pub fn resume(mut self) -> Result<(), ControlError> {
         self.control.take().map_or(Ok(()), |c| c.resume())
     }
 }

@@ -107,7 +107,7 @@ pub fn open_with(
         dom.kind,
         dom.vcpus as usize,
     ));
-    let control: Arc<dyn VmControl> = Arc::new(XenControl::new(xen, domid));
+    let control: Arc<dyn VmControl> = Arc::new(XenControl::new(xen, domid, dom.name.as_deref()));
     let details = vec![
         ("domid".into(), domid.to_string()),
         ("name".into(), dom.name.clone().unwrap_or_default()),

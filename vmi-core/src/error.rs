@@ -132,6 +132,31 @@ pub enum VcpuError {
     },
 }
 
+/// Pausing or resuming a live target failed. `target` names it as the backend knows it
+/// (`QEMU pid 4242 (qmp /run/vm.qmp)`, `Xen domain 7 (web01)`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The target could not be paused.
+    #[error("pausing {target}: {source}")]
+    Pause {
+        /// The target.
+        target: String,
+        /// What the backend reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The target could not be resumed (it may still be paused).
+    #[error("resuming {target} (it may still be paused): {source}")]
+    Resume {
+        /// The target.
+        target: String,
+        /// What the backend reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
 /// Loading or querying symbols and types failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::error::VcpuError;
+use crate::error::{ControlError, VcpuError};
 
 /// How a register value was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -90,7 +90,7 @@ pub trait VcpuRegisters: Send + Sync {
 /// Pauses and resumes a live guest.
 pub trait VmControl: Send + Sync {
     /// Stops all vCPUs.
-    fn pause(&self) -> Result<(), VcpuError>;
+    fn pause(&self) -> Result<(), ControlError>;
     /// Resumes all vCPUs. Callers must drop caches (see [`crate::PhysicalMemory::invalidate`]).
-    fn resume(&self) -> Result<(), VcpuError>;
+    fn resume(&self) -> Result<(), ControlError>;
 }

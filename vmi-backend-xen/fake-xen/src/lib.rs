@@ -15,6 +15,7 @@
 //! | `VMI_FAKE_XEN_NAME` | the domain's name in xenstore (default `fixture`) |
 //! | `VMI_FAKE_XEN_DOMID` | its domain id (default 7) |
 //! | `VMI_FAKE_XEN_LOG` | a file to append `pause`/`unpause`/`map`/`unmap` lines to |
+//! | `VMI_FAKE_XEN_FAIL` | comma-separated calls that fail with `EPERM` (`pause`, `unpause`), read at each call: fault injection |
 //!
 //! The HVM CPU record is laid out byte by byte from the offsets of Xen 4.17's
 //! `struct hvm_hw_cpu`, independently of the backend's `#[repr(C)]` type, so the two check
@@ -32,6 +33,7 @@ use vmi_backend_file::Dump;
 use vmi_core::{Pa, VcpuRegisters, X86Registers};
 
 const PAGE: usize = 4096;
+const EPERM: c_int = 1;
 const ENOENT: c_int = 2;
 const ESRCH: c_int = 3;
 const EINVAL: c_int = 22;
@@ -89,6 +91,19 @@ fn domain() -> Option<&'static Domain> {
 }
 
 impl Domain {
+    /// Whether `call` is made to fail; sets errno to `EPERM` if so. Read at each call (unlike
+    /// the rest of the environment), so one test can fail a call, then let it succeed.
+    fn fails(&self, call: &str) -> bool {
+        let fails = std::env::var("VMI_FAKE_XEN_FAIL")
+            .unwrap_or_default()
+            .split(',')
+            .any(|f| f == call);
+        if fails {
+            set_errno(EPERM);
+        }
+        fails
+    }
+
     fn log(&self, line: &str) {
         if let Some(path) = &self.log {
             if let Ok(mut f) = std::fs::OpenOptions::new()
@@ -184,6 +199,9 @@ pub extern "C" fn xc_interface_close(_xch: *mut c_void) -> c_int {
 #[no_mangle]
 pub extern "C" fn xc_domain_pause(_xch: *mut c_void, domid: u32) -> c_int {
     our_domain(domid).map_or(-1, |d| {
+        if d.fails("pause") {
+            return -1;
+        }
         d.log("pause");
         0
     })
@@ -193,6 +211,9 @@ pub extern "C" fn xc_domain_pause(_xch: *mut c_void, domid: u32) -> c_int {
 #[no_mangle]
 pub extern "C" fn xc_domain_unpause(_xch: *mut c_void, domid: u32) -> c_int {
     our_domain(domid).map_or(-1, |d| {
+        if d.fails("unpause") {
+            return -1;
+        }
         d.log("unpause");
         0
     })

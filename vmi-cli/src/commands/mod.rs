@@ -10,6 +10,7 @@ pub mod translate;
 use std::sync::Arc;
 use vmi_core::registry::{ARCHITECTURES, BACKENDS, OS_DETECTORS};
 
+use vmi_core::error::ControlError;
 use vmi_core::{BoxError, OpenOptions, Profile, Session, SessionError, VmControl};
 
 use crate::{Cli, Command};
@@ -149,7 +150,7 @@ struct PauseGuard {
 }
 
 impl PauseGuard {
-    fn new(control: Option<Arc<dyn VmControl>>, pause: bool) -> Result<Self, BoxError> {
+    fn new(control: Option<Arc<dyn VmControl>>, pause: bool) -> Result<Self, ControlError> {
         match control {
             Some(control) if pause => {
                 control.pause()?;
