@@ -20,7 +20,9 @@
 //!    `/proc/PID/mem`, which needs ptrace rights over QEMU (root, or the same user with
 //!    `kernel.yama.ptrace_scope` 0). Each candidate mapping is checked against HMP `xp`
 //!    samples before it is used. Both paths copy into the caller's buffer; the mapped path
-//!    does so in one audited unsafe function.
+//!    does so through vmi-core's volatile copy ([`vmi_core::memory::copy_from_live`]), the
+//!    one audited place where live guest RAM is read (the Xen backend uses it too), since the
+//!    guest may write the file during the copy.
 //! 4. **vCPUs and control** ([`gdb`]): the gdbstub (`info chardev` names it; if there is none,
 //!    HMP `gdbserver unix:/tmp/vmi-gdb-PID.sock,server=on,wait=off` starts one, which QEMU
 //!    allows once per process, hence the predictable path). Connecting stops the VM; the

@@ -71,13 +71,13 @@ enum Dir<'a> {
     In(&'a [u8]),
 }
 
-/// The one place that touches live guest memory through a pointer: copies between the
+/// The one place that touches the mapped RAM file through a pointer: copies between the
 /// caller's buffer and `len` bytes at `offset` of `map`.
 ///
 /// Bounds are checked here, against the mapping's fixed length, so callers cannot get them
-/// wrong. No reference into the mapping is ever created: the guest (another process's threads)
-/// may write it at any time, so the bytes are copied as raw memory, and a torn copy is only
-/// torn data, never undefined values (`u8` has none).
+/// wrong. No reference into the mapping is ever created: the guest (QEMU's vCPU threads, in
+/// another process) may write it at any time, so the bytes are copied with vmi-core's volatile
+/// copies ([`vmi_core::memory::copy_from_live`], [`vmi_core::memory::copy_to_live`]).
 fn copy_live(map: &MmapRaw, offset: u64, dir: Dir<'_>) -> bool {
     let len = match &dir {
         Dir::Out(b) => b.len(),
@@ -94,28 +94,14 @@ fn copy_live(map: &MmapRaw, offset: u64, dir: Dir<'_>) -> bool {
             // SAFETY: `offset + len <= map.len()` (checked above), so the source range lies
             // inside the live mapping, which `map` keeps mapped for the duration of the
             // borrow. The destination is a distinct `&mut [u8]` of exactly `len` bytes, so the
-            // ranges do not overlap. Concurrent writes by QEMU's vCPU threads (another
-            // process) can only change which byte values are copied; every value is a valid
-            // `u8`, and no Rust reference to the shared bytes exists.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    map.as_ptr().wrapping_add(offset),
-                    buf.as_mut_ptr(),
-                    len,
-                )
-            };
+            // ranges do not overlap, and no Rust reference into the mapping exists (the
+            // backend only ever passes its raw pointer here).
+            unsafe { vmi_core::memory::copy_from_live(map.as_ptr().wrapping_add(offset), buf) };
         }
         Dir::In(buf) => {
-            // SAFETY: as above for bounds and overlap; the mapping is writable (the backend
-            // only calls this for maps created read-write, with --write), and the guest sees
-            // a byte-wise write as it would a DMA write.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    buf.as_ptr(),
-                    map.as_mut_ptr().wrapping_add(offset),
-                    len,
-                )
-            };
+            // SAFETY: as above for bounds, overlap and references; the mapping is writable
+            // (the backend only calls this for maps created read-write, with --write).
+            unsafe { vmi_core::memory::copy_to_live(buf, map.as_mut_ptr().wrapping_add(offset)) };
         }
     }
     true

@@ -11,7 +11,8 @@
 //!   wrapper per call; xenstore.
 //! - [`domain`]: `xen:NAME` (xenstore `/local/domain/*/name`) and `xen:DOMID`; HVM or PV.
 //! - [`memory`]: [`XenMemory`], foreign mappings of many frames per call, a bounded cache of
-//!   mappings, copies into caller buffers; writes only when opened with `--write`.
+//!   mappings, copies into caller buffers through vmi-core's volatile copies
+//!   ([`vmi_core::memory::copy_from_live`]); writes only when opened with `--write`.
 //! - [`vcpu`]: registers from HVM save records or PV vCPU contexts.
 //! - [`control`]: pause/resume; a domain vmi paused is resumed when the guard or the target
 //!   drops, on errors too.

@@ -259,37 +259,30 @@ impl Drop for XenMemory {
 }
 
 /// Copies `dst.len()` bytes of guest memory at `base + offset` into `dst`: the one place
-/// guest bytes are read.
+/// this backend reads guest bytes, through vmi-core's volatile copy
+/// ([`vmi_core::memory::copy_from_live`]).
 ///
 /// # Safety
 ///
 /// `base + offset .. + dst.len()` must lie inside a live, readable mapping that is not
 /// unmapped during the call.
 unsafe fn copy_from_guest(base: NonNull<u8>, offset: usize, dst: &mut [u8]) {
-    // SAFETY: the caller guarantees the source range is mapped and readable. The source is
-    // memory of another domain, outside Rust's memory model: the guest may change it while
-    // it is copied, which yields some mix of old and new bytes, all valid `u8` values that
-    // every parser treats as hostile anyway; no reference into it is ever created. The
-    // ranges cannot overlap (`dst` is a Rust buffer, the source a foreign mapping).
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            base.as_ptr().wrapping_add(offset),
-            dst.as_mut_ptr(),
-            dst.len(),
-        )
-    };
+    // SAFETY: the caller guarantees the source range is mapped and readable for the call. The
+    // source is memory of another domain, which the guest may change while it is copied (what
+    // `copy_from_live` is for); no reference into it is ever created; the ranges cannot
+    // overlap (`dst` is a Rust buffer, the source a foreign mapping).
+    unsafe { vmi_core::memory::copy_from_live(base.as_ptr().wrapping_add(offset), dst) };
 }
 
-/// Copies `src` into guest memory at `base + offset`: the one place guest bytes are written.
+/// Copies `src` into guest memory at `base + offset`: the one place this backend writes guest
+/// bytes, through [`vmi_core::memory::copy_to_live`].
 ///
 /// # Safety
 ///
 /// `base + offset .. + src.len()` must lie inside a live mapping made with `PROT_WRITE` that
 /// is not unmapped during the call.
 unsafe fn copy_to_guest(base: NonNull<u8>, offset: usize, src: &[u8]) {
-    // SAFETY: the caller guarantees the destination is mapped writable; no Rust reference
-    // into it exists; the ranges cannot overlap.
-    unsafe {
-        std::ptr::copy_nonoverlapping(src.as_ptr(), base.as_ptr().wrapping_add(offset), src.len())
-    };
+    // SAFETY: the caller guarantees the destination is mapped writable for the call; no Rust
+    // reference into it exists; the ranges cannot overlap.
+    unsafe { vmi_core::memory::copy_to_live(src, base.as_ptr().wrapping_add(offset)) };
 }

@@ -96,6 +96,103 @@ forward_physical_memory!(std::sync::Arc<T>);
 forward_physical_memory!(Box<T>);
 forward_physical_memory!(&T);
 
+// ---------------------------------------------------------------------------------------------
+// Live guest RAM.
+
+/// The word size of the volatile copies: one aligned `u64` load or store, which x86-64 performs
+/// as a single access, so a guest word written whole is also copied whole.
+const WORD: usize = std::mem::size_of::<u64>();
+
+/// Copies `dst.len()` bytes of live guest RAM at `src` into `dst`: the one audited place where
+/// vmi reads memory that a running guest (another process's threads, another domain) may write
+/// during the copy. Every backend of live RAM (QEMU's shared RAM file, Xen's foreign mappings)
+/// copies through here.
+///
+/// A plain `copy_nonoverlapping` from such memory races with the guest's writes, which is
+/// undefined behaviour in Rust's memory model (the compiler may assume the source does not
+/// change). Volatile accesses are the model's way to touch memory that changes outside the
+/// program: each is performed exactly once, as written, and yields whatever the memory holds at
+/// that moment. As in rust-vmm's vm-memory, the bulk is copied with aligned word-sized
+/// volatile loads (`u64`, single-copy atomic on x86-64: an aligned guest word written whole is
+/// never torn here), the unaligned head and tail byte by byte. The result may still mix bytes
+/// from before and after a guest write across words; every byte is a valid `u8`, and every
+/// parser treats guest bytes as hostile anyway.
+///
+/// # Safety
+///
+/// - `src .. src + dst.len()` must be valid for reads (mapped and readable) for the whole call:
+///   the caller keeps the mapping alive, e.g. by borrowing its owner.
+/// - The range must not overlap `dst`.
+/// - No Rust reference (`&[u8]`, `&mut [u8]`, ...) into the range may exist anywhere: the
+///   memory is only ever touched through raw pointers, here and in [`copy_to_live`].
+///
+/// Other parties (the guest, QEMU, the hypervisor) may write the range concurrently; that is
+/// what this function is for.
+///
+/// ```
+/// let guest = vec![1u8, 2, 3, 4, 5, 6, 7, 8, 9];
+/// let mut out = [0u8; 7];
+/// // SAFETY: `guest` is a live allocation of 9 bytes, the range 1..8 is inside it, and `out`
+/// // is another buffer. (A real caller points into a mapping of guest RAM.)
+/// unsafe { vmi_core::memory::copy_from_live(guest.as_ptr().wrapping_add(1), &mut out) };
+/// assert_eq!(out, [2, 3, 4, 5, 6, 7, 8]);
+/// ```
+pub unsafe fn copy_from_live(src: *const u8, dst: &mut [u8]) {
+    let len = dst.len();
+    let head = src.align_offset(WORD).min(len);
+    for (i, d) in dst[..head].iter_mut().enumerate() {
+        // SAFETY: `i < head <= len`, so `src + i` is inside the readable range (contract).
+        *d = unsafe { src.wrapping_add(i).read_volatile() };
+    }
+    let words = (len - head) / WORD;
+    for w in 0..words {
+        let at = head + w * WORD;
+        // SAFETY: `at + WORD <= len`, so the word is inside the readable range; `src + head` is
+        // `WORD`-aligned (`align_offset`), and so is every `src + head + k * WORD`.
+        let v = unsafe { src.wrapping_add(at).cast::<u64>().read_volatile() };
+        dst[at..at + WORD].copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, d) in dst.iter_mut().enumerate().skip(head + words * WORD) {
+        // SAFETY: `i < len`: inside the readable range.
+        *d = unsafe { src.wrapping_add(i).read_volatile() };
+    }
+}
+
+/// Copies `src` into live guest RAM at `dst`: the write counterpart of [`copy_from_live`], with
+/// aligned word-sized volatile stores for the bulk (so an aligned word is written whole, as a
+/// guest's own store would be) and byte stores for the unaligned head and tail.
+///
+/// # Safety
+///
+/// - `dst .. dst + src.len()` must be valid for writes (mapped writable) for the whole call.
+/// - The range must not overlap `src`.
+/// - No Rust reference into the range may exist anywhere (see [`copy_from_live`]).
+pub unsafe fn copy_to_live(src: &[u8], dst: *mut u8) {
+    let len = src.len();
+    let head = dst.align_offset(WORD).min(len);
+    for (i, b) in src[..head].iter().enumerate() {
+        // SAFETY: `i < head <= len`: inside the writable range (contract).
+        unsafe { dst.wrapping_add(i).write_volatile(*b) };
+    }
+    let words = (len - head) / WORD;
+    for w in 0..words {
+        let at = head + w * WORD;
+        let mut bytes = [0u8; WORD];
+        bytes.copy_from_slice(&src[at..at + WORD]);
+        // SAFETY: `at + WORD <= len`: inside the writable range; `dst + head` is `WORD`-aligned
+        // and so is every `dst + head + k * WORD`.
+        unsafe {
+            dst.wrapping_add(at)
+                .cast::<u64>()
+                .write_volatile(u64::from_ne_bytes(bytes))
+        };
+    }
+    for (i, b) in src.iter().enumerate().skip(head + words * WORD) {
+        // SAFETY: `i < len`: inside the writable range.
+        unsafe { dst.wrapping_add(i).write_volatile(*b) };
+    }
+}
+
 /// Guest memory held in one host buffer at a base address: for unit tests, fuzzing and
 /// synthetic images built in code. Real targets use a backend crate.
 #[derive(Debug, Clone)]
@@ -170,6 +267,44 @@ mod tests {
         assert!(mem.read(Pa::new(0xff8), &mut b).is_err());
         assert!(mem.read(Pa::new(u64::MAX - 2), &mut b).is_err());
         assert_eq!(mem.total_bytes(), 0x1000);
+    }
+
+    /// Every alignment of source and destination and every length around the word size.
+    #[test]
+    fn live_copies_are_exact_at_every_alignment() {
+        let src: Vec<u8> = (0..200u32).map(|i| (i * 7 + 3) as u8).collect();
+        for start in 0..(2 * WORD) {
+            for len in (0..40).chain([63, 64, 65, 127, 128, 129]) {
+                if start + len > src.len() {
+                    continue;
+                }
+                for dst_off in 0..=WORD {
+                    let mut out = vec![0xeeu8; len + WORD];
+                    // SAFETY: `start + len <= src.len()`: inside `src`; `out` is another buffer.
+                    unsafe {
+                        copy_from_live(
+                            src.as_ptr().wrapping_add(start),
+                            &mut out[dst_off..dst_off + len],
+                        )
+                    };
+                    assert_eq!(&out[dst_off..dst_off + len], &src[start..start + len]);
+                    assert!(out[..dst_off].iter().all(|&b| b == 0xee));
+                    assert!(out[dst_off + len..].iter().all(|&b| b == 0xee));
+
+                    let mut guest = vec![0x55u8; src.len() + WORD];
+                    // SAFETY: as above, writing into `guest`.
+                    unsafe {
+                        copy_to_live(
+                            &src[start..start + len],
+                            guest.as_mut_ptr().wrapping_add(dst_off),
+                        )
+                    };
+                    assert_eq!(&guest[dst_off..dst_off + len], &src[start..start + len]);
+                    assert!(guest[..dst_off].iter().all(|&b| b == 0x55));
+                    assert!(guest[dst_off + len..].iter().all(|&b| b == 0x55));
+                }
+            }
+        }
     }
 
     #[test]
