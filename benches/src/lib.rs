@@ -66,17 +66,30 @@ pub fn seeded_addresses(seed: u64, base: u64, span: u64, count: usize) -> Vec<Va
         .collect()
 }
 
-/// The real guest to measure on: `$VMI_BENCH_GUEST`, else the 6.1 guest with 5-level paging
-/// among the fixtures (see `vmi-fixtures`), else the first one. `None` if there is none (the
-/// real-dump benchmarks are then skipped with a message).
+/// The real guest to measure on: `$VMI_BENCH_GUEST` (a complete fixture guest), else the 6.1
+/// guest with 5-level paging among the fixtures (see `vmi-fixtures`), else the first one
+/// without PTI. `None` if there is none (a `vmi_fixtures::skip`: the real-dump benchmarks
+/// are then skipped with a message, or fail under `$VMI_REQUIRE_FIXTURES`).
 pub fn real_guest() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("VMI_BENCH_GUEST") {
-        return Some(PathBuf::from(dir));
+        let dir = PathBuf::from(dir);
+        if vmi_fixtures::load(&dir).is_none() {
+            vmi_fixtures::skip(format_args!(
+                "$VMI_BENCH_GUEST names {}, which is not a complete fixture guest",
+                dir.display()
+            ));
+            return None;
+        }
+        return Some(dir);
     }
     let guests = vmi_fixtures::guests();
-    guests
+    let picked = guests
         .iter()
-        .find(|g| g.kernel_release.starts_with("6.1.") && g.paging == 5)
-        .or(guests.first())
-        .map(|g| g.dir.clone())
+        .find(|g| g.kernel_release.starts_with("6.1.") && g.paging == 5 && !g.pti)
+        .or(guests.iter().find(|g| !g.pti))
+        .map(|g| g.dir.clone());
+    if picked.is_none() && !guests.is_empty() {
+        vmi_fixtures::skip("no fixture guest without PTI to measure on");
+    }
+    picked
 }

@@ -3,9 +3,9 @@
 //! A guest directory holds `memory.elf` (QEMU `dump-guest-memory`, no paging), `memory.raw`
 //! (`pmemsave` of RAM from physical 0), `vcpus.tsv` (`index cr0 cr3 cr4 efer` from QMP),
 //! `registers.txt` (`info registers -a`, taken while the guest was stopped for the dumps) and
-//! `guest.json`. The guest is `$VMI_FIXTURE_GUEST` if set, else every complete guest under
-//! `${XDG_CACHE_HOME:-$HOME/.cache}/vmi-fixtures/guests/`. Without any, each test prints why it
-//! is skipped and passes.
+//! `guest.json`. The guests are `$VMI_FIXTURE_GUESTS` if set, else every complete guest under
+//! `${XDG_CACHE_HOME:-$HOME/.cache}/vmi-fixtures/guests/`. Without any, each test is reported
+//! ignored (failed under `$VMI_REQUIRE_FIXTURES`).
 
 use std::collections::HashMap;
 use std::fs;
@@ -19,13 +19,9 @@ use vmi_backend_file::{lime, Dump, DumpError, DumpFormat, FILE_BACKEND};
 use vmi_core::vcpu::RegisterSource;
 use vmi_core::{OpenOptions, Pa, PagingMode, PhysicalMemory, PhysicalMemoryExt, VcpuRegisters};
 
-/// The fixture guests (see `vmi-fixtures`).
-fn guests(test: &str) -> Vec<PathBuf> {
-    let found: Vec<PathBuf> = vmi_fixtures::guests().into_iter().map(|g| g.dir).collect();
-    if found.is_empty() {
-        println!("SKIPPED {test}: no fixture guest (build one with scripts/fixture-guest)");
-    }
-    found
+/// The fixture guests (see `vmi-fixtures`: none is a skip, reported with the test's name).
+fn guests(_test: &str) -> Vec<PathBuf> {
+    vmi_fixtures::guests().into_iter().map(|g| g.dir).collect()
 }
 
 /// A temporary directory removed when dropped, also when the test fails.
@@ -135,7 +131,6 @@ fn guest_json_number(dir: &Path, key: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-#[test]
 fn registers_match_qemu() {
     for dir in guests("registers_match_qemu") {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
@@ -318,7 +313,6 @@ fn compare(a: &dyn PhysicalMemory, b: &dyn PhysicalMemory, start: u64, len: u64,
     }
 }
 
-#[test]
 fn elf_and_raw_agree() {
     for dir in guests("elf_and_raw_agree") {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
@@ -374,7 +368,6 @@ fn elf_and_raw_agree() {
     }
 }
 
-#[test]
 fn lime_written_from_elf_reads_the_same() {
     for dir in guests("lime_written_from_elf_reads_the_same") {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
@@ -433,7 +426,6 @@ fn sparse_copy(src: &[u8], dst: &Path, len: u64, patch: impl FnOnce(&mut Vec<u8>
     f.set_len(len).unwrap();
 }
 
-#[test]
 fn damaged_copies_give_precise_errors() {
     for dir in guests("damaged_copies_give_precise_errors") {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
@@ -567,7 +559,6 @@ fn damaged_copies_give_precise_errors() {
     }
 }
 
-#[test]
 fn backend_opens_real_dumps() {
     for dir in guests("backend_opens_real_dumps") {
         let spec = format!("{}", dir.join("memory.elf").display());
@@ -592,3 +583,11 @@ fn backend_opens_real_dumps() {
         assert!(raw.registers.is_none());
     }
 }
+
+vmi_fixtures::real_guest_tests!(
+    registers_match_qemu,
+    elf_and_raw_agree,
+    lime_written_from_elf_reads_the_same,
+    damaged_copies_give_precise_errors,
+    backend_opens_real_dumps,
+);

@@ -217,7 +217,6 @@ fn check_guest(g: &LiveGuest) {
     );
 }
 
-#[test]
 fn live_5level_shared_file_2_vcpus() {
     let Some(g) = LiveGuest::start("6.12", 5, true, 2) else {
         return;
@@ -225,7 +224,6 @@ fn live_5level_shared_file_2_vcpus() {
     check_guest(&g);
 }
 
-#[test]
 fn live_4level_process_memory_1_vcpu() {
     let Some(g) = LiveGuest::start("6.1", 4, false, 1) else {
         return;
@@ -234,7 +232,6 @@ fn live_4level_process_memory_1_vcpu() {
 }
 
 /// Bad input: not QMP, gdbstub taken, paused guest stays paused, QEMU gone.
-#[test]
 fn live_bad_input() {
     // A Unix socket that accepts and says nothing, and one that says garbage.
     let dir = std::env::temp_dir().join(format!("vmi-notqmp-{}", std::process::id()));
@@ -321,3 +318,9 @@ fn live_bad_input() {
     drop(q);
     assert!(t0.elapsed() < Duration::from_secs(10));
 }
+
+vmi_fixtures::real_guest_tests!(
+    live_5level_shared_file_2_vcpus,
+    live_4level_process_memory_1_vcpu,
+    live_bad_input,
+);

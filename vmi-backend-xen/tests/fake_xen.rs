@@ -28,7 +28,7 @@ struct Fixture {
 /// The fake libraries, set up once per process (the fake reads its environment once).
 fn fixture() -> Option<&'static Fixture> {
     static FIXTURE: OnceLock<Option<Fixture>> = OnceLock::new();
-    FIXTURE
+    let f = FIXTURE
         .get_or_init(|| {
             let guest = vmi_fixtures::guests().into_iter().next()?;
             let log = std::env::temp_dir().join(format!("vmi-fake-xen-{}.log", std::process::id()));
@@ -45,7 +45,12 @@ fn fixture() -> Option<&'static Fixture> {
                 log,
             })
         })
-        .as_ref()
+        .as_ref();
+    if f.is_none() {
+        // Only the first test asked `vmi_fixtures`; every test reports its own skip.
+        vmi_fixtures::guests();
+    }
+    f
 }
 
 fn open(spec: &str, write: bool) -> Result<Target, XenError> {
@@ -57,7 +62,6 @@ fn open(spec: &str, write: bool) -> Result<Target, XenError> {
     )
 }
 
-#[test]
 fn registers_equal_the_dumps() {
     let Some(f) = fixture() else { return };
     let t = open(NAME, false).unwrap();
@@ -86,7 +90,6 @@ fn registers_equal_the_dumps() {
     assert!(ours.registers(truth.vcpu_count()).is_err());
 }
 
-#[test]
 fn memory_equals_the_dumps_and_a_hole_fails_alone() {
     let Some(f) = fixture() else { return };
     let t = open(&DOMID.to_string(), false).unwrap();
@@ -134,7 +137,6 @@ fn memory_equals_the_dumps_and_a_hole_fails_alone() {
     ));
 }
 
-#[test]
 fn the_mapping_cache_is_bounded() {
     let Some(f) = fixture() else { return };
     let xen = Arc::new(vmi_backend_xen::Xen::open(f.libs.clone()).unwrap());
@@ -157,7 +159,6 @@ fn the_mapping_cache_is_bounded() {
     assert_eq!(mem.mapped_chunks(), 0);
 }
 
-#[test]
 fn writes_only_with_write_and_never_partially_into_a_hole() {
     let Some(f) = fixture() else { return };
     let t = open(NAME, true).unwrap();
@@ -188,7 +189,6 @@ fn writes_only_with_write_and_never_partially_into_a_hole() {
     assert_eq!(edge, again, "a write into a hole wrote its first part");
 }
 
-#[test]
 fn pause_is_undone_by_the_guard_and_by_dropping_the_target() {
     let Some(f) = fixture() else { return };
     let count = |what: &str| {
@@ -218,7 +218,6 @@ fn pause_is_undone_by_the_guard_and_by_dropping_the_target() {
     assert_eq!(count("unpause"), u0 + 2);
 }
 
-#[test]
 fn unknown_names_list_the_domains() {
     if fixture().is_none() {
         return;
@@ -237,3 +236,12 @@ fn unknown_names_list_the_domains() {
     };
     assert!(err.to_string().contains("4242"), "{err}");
 }
+
+vmi_fixtures::real_guest_tests!(
+    registers_equal_the_dumps,
+    memory_equals_the_dumps_and_a_hole_fails_alone,
+    the_mapping_cache_is_bounded,
+    writes_only_with_write_and_never_partially_into_a_hole,
+    pause_is_undone_by_the_guard_and_by_dropping_the_target,
+    unknown_names_list_the_domains,
+);

@@ -1,7 +1,7 @@
 //! The backend against Debian's real Xen 4.17 libraries (installed by `scripts/test`): every
 //! function it uses resolves, and on a machine that is not a Xen dom0 opening a domain fails
-//! cleanly. Skips with a message when the libraries are absent, unless
-//! `$VMI_REQUIRE_FIXTURES` is set.
+//! cleanly. Reported ignored when the libraries are absent, failed if `$VMI_REQUIRE_FIXTURES`
+//! is set.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -13,7 +13,6 @@ use vmi_backend_xen::sys::Lib;
 use vmi_backend_xen::{open_with, DomainSpec, LibrarySearch, XenError, XenLibraries};
 use vmi_core::OpenOptions;
 
-#[test]
 fn every_function_the_backend_uses_resolves_from_the_real_libraries() {
     if !support::real_libraries_present("real-library resolution") {
         return;
@@ -79,13 +78,11 @@ fn every_function_the_backend_uses_resolves_from_the_real_libraries() {
     );
 }
 
-#[test]
 fn opening_a_domain_outside_dom0_fails_with_a_clear_error() {
     if !support::real_libraries_present("non-dom0 failure") {
         return;
     }
-    if std::path::Path::new("/dev/xen/privcmd").exists() {
-        eprintln!("skipping: this machine looks like a Xen domain (/dev/xen/privcmd exists)");
+    if support::is_xen_domain() {
         return;
     }
     let libs = Arc::new(XenLibraries::load(&LibrarySearch::System).unwrap());
@@ -106,3 +103,8 @@ fn opening_a_domain_outside_dom0_fails_with_a_clear_error() {
     let msg = err.to_string();
     assert!(msg.contains("not a Xen dom0"), "{msg}");
 }
+
+vmi_fixtures::real_guest_tests!(
+    every_function_the_backend_uses_resolves_from_the_real_libraries,
+    opening_a_domain_outside_dom0_fails_with_a_clear_error,
+);

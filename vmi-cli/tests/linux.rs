@@ -7,9 +7,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{fresh_cache_dir, run_json_cached};
-use vmi_fixtures::{guests, hex};
+use vmi_fixtures::{guests, hex, Guest};
 
-#[test]
 fn info_identifies_the_kernel_and_its_kaslr_slide() {
     for g in guests() {
         let cache = fresh_cache_dir("info");
@@ -29,7 +28,6 @@ fn info_identifies_the_kernel_and_its_kaslr_slide() {
     }
 }
 
-#[test]
 fn ps_equals_the_guest_process_list_cold_and_cached() {
     for g in guests() {
         let cache = fresh_cache_dir("ps");
@@ -47,7 +45,6 @@ fn ps_equals_the_guest_process_list_cold_and_cached() {
     }
 }
 
-#[test]
 fn cmdline_env_and_process_reads_match_the_known_processes() {
     for g in guests() {
         let cache = fresh_cache_dir("proc");
@@ -108,7 +105,6 @@ fn cmdline_env_and_process_reads_match_the_known_processes() {
     }
 }
 
-#[test]
 fn symbol_and_explicit_symbols_agree_with_kallsyms_truth() {
     for g in guests() {
         let cache = fresh_cache_dir("sym");
@@ -129,7 +125,6 @@ fn symbol_and_explicit_symbols_agree_with_kallsyms_truth() {
     }
 }
 
-#[test]
 fn modules_and_maps_equal_proc() {
     for g in guests() {
         let cache = fresh_cache_dir("maps");
@@ -200,25 +195,20 @@ fn modules_and_maps_equal_proc() {
     }
 }
 
-/// `../shared/data` (or `$VMI_SHARED_DIR/data`): real dwarf2json ISFs of the fixture kernels.
-fn shared_isf(name: &str) -> Option<std::path::PathBuf> {
-    let base = std::env::var_os("VMI_SHARED_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let p = base.join("data/linux-isf").join(name);
-    p.exists().then_some(p)
+/// For every kernel of a real dwarf2json ISF in `../shared/data/linux-isf` (or
+/// `$VMI_SHARED_DIR/data/linux-isf`; see `vmi_fixtures::isf_kernels`), on its guests.
+fn symbols_from_a_dwarf2json_isf_or_a_system_map_give_the_same_processes() {
+    for k in vmi_fixtures::isf_kernels() {
+        symbols_from_isf_or_system_map(&k.isf, &k.release, &k.guests);
+    }
 }
 
-#[test]
-fn symbols_from_a_dwarf2json_isf_or_a_system_map_give_the_same_processes() {
-    let Some(isf) = shared_isf("linux-6.1.0-56-amd64.json.xz") else {
-        eprintln!("SKIP: ../shared/data/linux-isf/linux-6.1.0-56-amd64.json.xz is not here");
-        return;
-    };
+fn symbols_from_isf_or_system_map(isf: &std::path::Path, release: &str, guests: &[Guest]) {
+    let isf = isf.to_owned();
     // A System.map of the same kernel, written from the ISF's symbols (Debian ships only a
     // stub): symbols from the file, types from the guest's BTF.
     let profile = vmi_core::Profile::from_path(&isf).unwrap();
-    let dir = std::env::temp_dir().join(format!("vmi-sysmap-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("vmi-sysmap-{release}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let map = dir.join("System.map");
     let text: String = profile
@@ -229,8 +219,7 @@ fn symbols_from_a_dwarf2json_isf_or_a_system_map_give_the_same_processes() {
         .collect();
     std::fs::write(&map, text).unwrap();
 
-    let exact = |g: &vmi_fixtures::Guest| g.kernel_package.starts_with("linux-image-6.1.0-56-");
-    for g in guests().into_iter().filter(exact) {
+    for g in guests {
         let cache = fresh_cache_dir("symbols");
         let elf = g.elf();
         let t = elf.to_str().unwrap();
@@ -252,7 +241,6 @@ fn symbols_from_a_dwarf2json_isf_or_a_system_map_give_the_same_processes() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
 fn cmdline_shows_a_title_rewritten_past_the_arguments_as_proc_does() {
     for g in guests() {
         let cache = fresh_cache_dir("title");
@@ -274,3 +262,13 @@ fn cmdline_shows_a_title_rewritten_past_the_arguments_as_proc_does() {
         let _ = std::fs::remove_dir_all(&cache);
     }
 }
+
+vmi_fixtures::real_guest_tests!(
+    info_identifies_the_kernel_and_its_kaslr_slide,
+    ps_equals_the_guest_process_list_cold_and_cached,
+    cmdline_env_and_process_reads_match_the_known_processes,
+    symbol_and_explicit_symbols_agree_with_kallsyms_truth,
+    modules_and_maps_equal_proc,
+    symbols_from_a_dwarf2json_isf_or_a_system_map_give_the_same_processes,
+    cmdline_shows_a_title_rewritten_past_the_arguments_as_proc_does,
+);

@@ -49,7 +49,6 @@ fn user_ps(v: &serde_json::Value) -> BTreeSet<(u64, u64, String)> {
         .collect()
 }
 
-#[test]
 fn live_qemu_commands() {
     let Some(g) = LiveGuest::start("6.12", 4, true, 2) else {
         return;
@@ -115,3 +114,5 @@ fn live_qemu_commands() {
     let (ok, _, err) = vmi(&format!("qemu:{}", g.serial.display()), &["info"]);
     assert!(!ok, "{err}");
 }
+
+vmi_fixtures::real_guest_tests!(live_qemu_commands,);

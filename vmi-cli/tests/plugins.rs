@@ -128,7 +128,6 @@ fn addr(v: &Value) -> u64 {
     hex(v.as_str().unwrap_or_else(|| panic!("not an address: {v}")))
 }
 
-#[test]
 fn a_plugin_of_another_api_major_version_is_refused_naming_both_versions() {
     let err = run_err(&[
         "plugin",
@@ -141,7 +140,6 @@ fn a_plugin_of_another_api_major_version_is_refused_naming_both_versions() {
     assert!(err.lines().count() < 5, "a short message: {err}");
 }
 
-#[test]
 fn a_plugin_of_another_layout_is_refused() {
     let err = run_err(&[
         "plugin",
@@ -154,7 +152,6 @@ fn a_plugin_of_another_layout_is_refused() {
     assert!(err.lines().count() < 10, "a short message: {err}");
 }
 
-#[test]
 fn a_file_that_is_not_a_plugin_is_refused() {
     let exe = env!("CARGO_BIN_EXE_vmi");
     let err = run_err(&["plugin", "info", exe]);
@@ -164,7 +161,6 @@ fn a_file_that_is_not_a_plugin_is_refused() {
     );
 }
 
-#[test]
 fn info_describes_a_plugin_without_a_target() {
     let out = vmi()
         .args(["--format", "json", "plugin", "info"])
@@ -182,7 +178,6 @@ fn info_describes_a_plugin_without_a_target() {
     assert!(doc["usage"].as_str().unwrap().starts_with("syscall-check"));
 }
 
-#[test]
 fn list_loads_several_plugins_in_one_process_and_reports_refusals() {
     let dir = std::env::temp_dir().join(format!("vmi-plugin-path-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -230,7 +225,6 @@ fn list_loads_several_plugins_in_one_process_and_reports_refusals() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
 fn a_panicking_plugin_is_an_error_and_the_host_goes_on() {
     let Some(g) = guests().into_iter().next() else {
         return;
@@ -251,7 +245,6 @@ fn a_panicking_plugin_is_an_error_and_the_host_goes_on() {
     assert!(err.contains("deliberate panic in run"), "{err}");
 }
 
-#[test]
 fn syscall_check_names_every_entry_on_clean_guests() {
     for g in guests() {
         let cache = fresh_cache_dir("plugin-syscalls");
@@ -275,7 +268,6 @@ fn syscall_check_names_every_entry_on_clean_guests() {
     }
 }
 
-#[test]
 fn scan_finds_each_target_process_heap_secret_where_the_guest_printed_it() {
     for g in guests() {
         let cache = fresh_cache_dir("plugin-scan");
@@ -314,7 +306,6 @@ fn scan_finds_each_target_process_heap_secret_where_the_guest_printed_it() {
     }
 }
 
-#[test]
 fn hidden_tasks_sees_nothing_hidden_on_clean_guests() {
     for g in guests() {
         let cache = fresh_cache_dir("plugin-hidden-clean");
@@ -415,7 +406,6 @@ fn patched_copy(g: &Guest, cache: &Path, dir: &Path) -> (PathBuf, u64, u32) {
     (copy, banner, victim)
 }
 
-#[test]
 fn patched_dumps_syscall_hook_and_hidden_task_are_each_flagged_exactly() {
     for g in guests() {
         let cache = fresh_cache_dir("plugin-patched");
@@ -451,3 +441,16 @@ fn patched_dumps_syscall_hook_and_hidden_task_are_each_flagged_exactly() {
         let _ = std::fs::remove_dir_all(&cache);
     }
 }
+
+vmi_fixtures::real_guest_tests!(
+    a_plugin_of_another_api_major_version_is_refused_naming_both_versions,
+    a_plugin_of_another_layout_is_refused,
+    a_file_that_is_not_a_plugin_is_refused,
+    info_describes_a_plugin_without_a_target,
+    list_loads_several_plugins_in_one_process_and_reports_refusals,
+    a_panicking_plugin_is_an_error_and_the_host_goes_on,
+    syscall_check_names_every_entry_on_clean_guests,
+    scan_finds_each_target_process_heap_secret_where_the_guest_printed_it,
+    hidden_tasks_sees_nothing_hidden_on_clean_guests,
+    patched_dumps_syscall_hook_and_hidden_task_are_each_flagged_exactly,
+);

@@ -5,20 +5,16 @@
 mod common;
 
 use common::{bytes_of, fresh_cache_dir, run_err, run_json_cached};
-use vmi_fixtures::{guests, Guest};
+use vmi_fixtures::Guest;
 
-/// Guests built with `pti=on`.
+/// Guests built with `pti=on` (`scripts/fixture-guest KERNEL 4 --pti`).
 fn pti_guests() -> Vec<Guest> {
-    let all: Vec<Guest> = guests().into_iter().filter(|g| g.pti).collect();
-    if all.is_empty() {
-        let msg = "no PTI guest among the fixtures (scripts/fixture-guest KERNEL 4 --pti)";
-        assert!(std::env::var_os("VMI_REQUIRE_FIXTURES").is_none(), "{msg}");
-        eprintln!("skipped: {msg}");
-    }
-    all
+    vmi_fixtures::select(
+        "built with pti=on (scripts/fixture-guest KERNEL 4 --pti)",
+        |g| g.pti,
+    )
 }
 
-#[test]
 fn kernel_addresses_read_through_the_kernel_page_tables_of_a_user_mode_pti_guest() {
     for g in pti_guests() {
         let cache = fresh_cache_dir("pti");
@@ -50,3 +46,7 @@ fn kernel_addresses_read_through_the_kernel_page_tables_of_a_user_mode_pti_guest
         let _ = std::fs::remove_dir_all(&cache);
     }
 }
+
+vmi_fixtures::real_guest_tests!(
+    kernel_addresses_read_through_the_kernel_page_tables_of_a_user_mode_pti_guest,
+);

@@ -25,7 +25,6 @@ fn banner_address(g: &Guest) -> u64 {
         .unwrap_or_else(|| panic!("{}: no linux_banner in truth/kallsyms", g.name))
 }
 
-#[test]
 fn info_reports_paging_mode_and_every_vcpu_cr3() {
     for g in guests() {
         let info = run_json(&["--target", g.elf().to_str().unwrap(), "info"]);
@@ -94,7 +93,6 @@ fn info_reports_paging_mode_and_every_vcpu_cr3() {
     }
 }
 
-#[test]
 fn linux_banner_read_through_each_vcpu_equals_proc_version() {
     for g in guests() {
         let version = g.truth("version");
@@ -117,7 +115,6 @@ fn linux_banner_read_through_each_vcpu_equals_proc_version() {
     }
 }
 
-#[test]
 fn translate_then_physical_read_and_raw_dump_agree() {
     for g in guests() {
         let banner = banner_address(&g);
@@ -173,7 +170,6 @@ fn translate_then_physical_read_and_raw_dump_agree() {
     }
 }
 
-#[test]
 fn translate_table_shows_every_level() {
     for g in guests() {
         let banner = format!("{:#x}", banner_address(&g));
@@ -189,3 +185,10 @@ fn translate_table_shows_every_level() {
         assert!(text.contains("-> 0x"), "{}:\n{text}", g.name);
     }
 }
+
+vmi_fixtures::real_guest_tests!(
+    info_reports_paging_mode_and_every_vcpu_cr3,
+    linux_banner_read_through_each_vcpu_equals_proc_version,
+    translate_then_physical_read_and_raw_dump_agree,
+    translate_table_shows_every_level,
+);

@@ -84,7 +84,6 @@ fn compare_with_elf(g: &Guest, dump: &Path, what: &str) {
     let _ = std::fs::remove_dir_all(&cache);
 }
 
-#[test]
 fn raw_images_answer_as_the_elf_dump_does() {
     let all = guests();
     for g in &all {
@@ -92,7 +91,6 @@ fn raw_images_answer_as_the_elf_dump_does() {
     }
 }
 
-#[test]
 fn lime_files_answer_as_the_elf_dump_does() {
     // One guest per paging depth: a LiME file is as large as the guest's RAM.
     let all = guests();
@@ -111,3 +109,8 @@ fn lime_files_answer_as_the_elf_dump_does() {
         let _ = std::fs::remove_file(&path);
     }
 }
+
+vmi_fixtures::real_guest_tests!(
+    raw_images_answer_as_the_elf_dump_does,
+    lime_files_answer_as_the_elf_dump_does,
+);

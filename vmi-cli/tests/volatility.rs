@@ -9,19 +9,16 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use common::run_ok;
-use vmi_fixtures::{comm_matches, guests};
+use vmi_fixtures::comm_matches;
 
-#[test]
 fn volatility_pslist_with_our_isf_lists_exactly_the_guest_processes() {
     let Some(vol) = std::env::var_os("VMI_VOLATILITY") else {
-        assert!(
-            std::env::var_os("VMI_REQUIRE_FIXTURES").is_none(),
-            "VMI_REQUIRE_FIXTURES is set but VMI_VOLATILITY (path to `vol`) is not"
+        vmi_fixtures::skip(
+            "$VMI_VOLATILITY (path to `vol`) is not set (scripts/test installs Volatility 3)",
         );
-        eprintln!("SKIP: $VMI_VOLATILITY is not set (scripts/test installs Volatility 3)");
         return;
     };
-    let four_level: Vec<_> = guests().into_iter().filter(|g| g.paging == 4).collect();
+    let four_level = vmi_fixtures::select("with 4-level paging", |g| g.paging == 4);
     for g in four_level {
         let dir = std::env::temp_dir().join(format!("vmi-vol-{}-{}", g.name, std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -82,3 +79,5 @@ fn volatility_pslist_with_our_isf_lists_exactly_the_guest_processes() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+vmi_fixtures::real_guest_tests!(volatility_pslist_with_our_isf_lists_exactly_the_guest_processes,);

@@ -47,13 +47,11 @@ fn fake_vmi(dump: &Path, cache: &Path, log: Option<&Path>) -> Command {
     c
 }
 
-#[test]
 fn xen_target_outside_dom0_fails_clearly_without_panic_or_hang() {
     if !support::real_libraries_present("vmi --target xen:web01 info (real libraries)") {
         return;
     }
-    if Path::new("/dev/xen/privcmd").exists() {
-        eprintln!("skipping: this machine looks like a Xen domain");
+    if support::is_xen_domain() {
         return;
     }
     let mut cmd = vmi();
@@ -72,7 +70,6 @@ fn xen_target_outside_dom0_fails_clearly_without_panic_or_hang() {
     );
 }
 
-#[test]
 fn missing_libraries_are_named_with_their_package() {
     let dir = std::env::temp_dir().join("vmi-no-xen-libraries-here");
     let mut cmd = vmi();
@@ -89,7 +86,6 @@ fn missing_libraries_are_named_with_their_package() {
     );
 }
 
-#[test]
 fn ps_through_xen_equals_the_guest_truth_and_the_dump() {
     for g in guests() {
         let cache = fresh_cache_dir("xen-ps");
@@ -129,7 +125,6 @@ fn ps_through_xen_equals_the_guest_truth_and_the_dump() {
     }
 }
 
-#[test]
 fn pause_is_undone_when_the_command_fails() {
     let Some(g) = guests().into_iter().next() else {
         return;
@@ -157,3 +152,10 @@ fn pause_is_undone_when_the_command_fails() {
     let _ = std::fs::remove_file(&log);
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+vmi_fixtures::real_guest_tests!(
+    xen_target_outside_dom0_fails_clearly_without_panic_or_hang,
+    missing_libraries_are_named_with_their_package,
+    ps_through_xen_equals_the_guest_truth_and_the_dump,
+    pause_is_undone_when_the_command_fails,
+);

@@ -1,10 +1,10 @@
 //! BTF read from real guests' memory (`scripts/fixture-guest`), checked against the DWARF of the
 //! same kernel (a Volatility 3 ISF made by dwarf2json).
 //!
-//! Guests: `$VMI_FIXTURE_GUEST` if set, else every complete guest under
-//! `$VMI_FIXTURES_DIR/guests` (default `${XDG_CACHE_HOME:-$HOME/.cache}/vmi-fixtures`). The ISF:
-//! `$VMI_SHARED_DIR/data/linux-isf/` (default: `shared/` next to the workspace). Without them,
-//! each test prints why it is skipped and passes.
+//! Guests: those of `vmi-fixtures`. The ISF files: `$VMI_SHARED_DIR/data/linux-isf/` (default:
+//! `shared/` next to the workspace); every kernel they name is compared with its guests
+//! (`vmi_fixtures::isf_kernels`). A test without its guests or files is reported ignored, with
+//! the reason (failed under `$VMI_REQUIRE_FIXTURES`, except for absent shared data).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -15,25 +15,6 @@ use vmi_backend_file as _;
 use vmi_core::profile::TypeRef;
 use vmi_core::{Profile, Session, Va};
 use vmi_os_linux::btf::{Btf, Kind};
-
-/// Complete guests (see `vmi-fixtures`) whose kernel package starts with `package_prefix`.
-fn guests(test: &str, package_prefix: &str) -> Vec<PathBuf> {
-    let found: Vec<PathBuf> = vmi_fixtures::guests()
-        .into_iter()
-        .filter(|g| g.kernel_package.starts_with(package_prefix))
-        .map(|g| g.dir)
-        .collect();
-    if found.is_empty() {
-        println!("SKIPPED {test}: no fixture guest with {package_prefix}* (build one with scripts/fixture-guest)");
-    }
-    found
-}
-
-fn shared_dir() -> PathBuf {
-    std::env::var_os("VMI_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
 
 fn kallsyms(guest: &Path, name: &str) -> u64 {
     let g = vmi_fixtures::load(guest).expect("a complete fixture");
@@ -50,7 +31,9 @@ fn read_btf(guest: &Path) -> Vec<u8> {
     let elf = guest.join("memory.elf");
     let session = Session::open(elf.to_str().unwrap(), &Default::default())
         .unwrap_or_else(|e| panic!("opening {}: {e}", elf.display()));
+    // A PTI guest dumped in user mode has a user PGD in CR3: read through its kernel half.
     let space = session.vcpu_address_space(0).unwrap();
+    let space = vmi_os_linux::kernel_space::pti_kernel_half(space).unwrap_or(space);
     let mut blob = vec![0u8; (stop - start) as usize];
     session
         .virtual_memory(space)
@@ -332,44 +315,25 @@ fn show(title: &str, items: &[String]) {
     }
 }
 
-#[test]
-fn btf_of_6_1_guest_matches_dwarf() {
-    compare_with_dwarf2json(
-        "btf_of_6_1_guest_matches_dwarf",
-        "linux-image-6.1.0-56-amd64",
-        "linux-6.1.0-56-amd64.json.xz",
-    );
+/// Every kernel of a shared ISF file: the BTF of its guests against that dwarf2json ISF.
+/// `scripts/test` builds a guest of each exact kernel there besides the newest kernels.
+fn btf_of_every_isf_kernel_matches_dwarf2json() {
+    for k in vmi_fixtures::isf_kernels() {
+        println!("kernel {}: {}", k.release, k.isf.display());
+        let dirs: Vec<PathBuf> = k.guests.into_iter().map(|g| g.dir).collect();
+        compare_with_dwarf2json(&k.isf, &dirs);
+    }
 }
 
-/// The shared ISF is of 6.12.113-cloud exactly; `scripts/test` builds that guest besides the
-/// newest kernels (it skips when Debian no longer offers the package).
-#[test]
-fn btf_of_6_12_113_cloud_guest_matches_dwarf() {
-    compare_with_dwarf2json(
-        "btf_of_6_12_113_cloud_guest_matches_dwarf",
-        "linux-image-6.12.113+deb12-cloud-amd64",
-        "linux-6.12.113+deb12-cloud-amd64.json.xz",
-    );
-}
-
-/// The guests of kernel package `package_prefix`: their BTF, converted to a profile, against
-/// the dwarf2json ISF `isf_file` of the same kernel (in the shared data).
-fn compare_with_dwarf2json(test: &str, package_prefix: &str, isf_file: &str) {
-    let guests = guests(test, package_prefix);
-    if guests.is_empty() {
-        return;
-    }
-    let isf_path = shared_dir().join("data/linux-isf").join(isf_file);
-    if !isf_path.is_file() {
-        println!("SKIPPED {test}: no {}", isf_path.display());
-        return;
-    }
+/// `guests` (all of one kernel): their BTF, converted to a profile, against the dwarf2json
+/// ISF `isf_path` of the same kernel (in the shared data).
+fn compare_with_dwarf2json(isf_path: &Path, guests: &[PathBuf]) {
     let t = Instant::now();
-    let isf = Profile::from_path(&isf_path).unwrap();
+    let isf = Profile::from_path(isf_path).unwrap();
     println!("ISF loaded in {:?}", t.elapsed());
 
     let mut first_blob: Option<Vec<u8>> = None;
-    for guest in &guests {
+    for guest in guests {
         let blob = read_btf(guest);
         println!("{}: BTF {} bytes", guest.display(), blob.len());
         if let Some(first) = &first_blob {
@@ -499,11 +463,11 @@ fn compare_with_dwarf2json(test: &str, package_prefix: &str, isf_file: &str) {
     }
 }
 
-#[test]
 fn btf_of_6_12_guests_has_the_analysis_fields() {
-    let test = "btf_of_6_12_guests_has_the_analysis_fields";
-    let guests = guests(test, "linux-image-6.12.");
-    for guest in &guests {
+    let guests = vmi_fixtures::select("of a 6.12 kernel", |g| {
+        g.kernel_release.starts_with("6.12.")
+    });
+    for guest in guests.iter().map(|g| &g.dir) {
         let blob = read_btf(guest);
         let t = Instant::now();
         let btf = Btf::parse(&blob).unwrap();
@@ -569,3 +533,8 @@ fn btf_of_6_12_guests_has_the_analysis_fields() {
         assert_eq!(profile.struct_size("list_head").unwrap(), 16);
     }
 }
+
+vmi_fixtures::real_guest_tests!(
+    btf_of_every_isf_kernel_matches_dwarf2json,
+    btf_of_6_12_guests_has_the_analysis_fields,
+);

@@ -50,7 +50,6 @@ fn record_lines(records: &[LogRecord]) -> Vec<(u64, String)> {
         .collect()
 }
 
-#[test]
 fn dmesg_matches_the_serial_console() {
     for g in common::guests() {
         let session = g.session();
@@ -125,3 +124,5 @@ fn dmesg_matches_the_serial_console() {
         );
     }
 }
+
+vmi_fixtures::real_guest_tests!(dmesg_matches_the_serial_console,);

@@ -37,7 +37,6 @@ fn ours(m: &Map) -> (u64, u64, String, u64, u64, String) {
     )
 }
 
-#[test]
 fn maps_of_targets_match_proc_maps() {
     for g in common::guests() {
         let session = g.session();
@@ -71,7 +70,6 @@ fn maps_of_targets_match_proc_maps() {
     }
 }
 
-#[test]
 fn maps_json_uses_hex_addresses() {
     let Some(g) = common::guests().into_iter().next() else {
         return;
@@ -88,7 +86,6 @@ fn maps_json_uses_hex_addresses() {
     assert_eq!(json["path"], "/bin/vmi-target");
 }
 
-#[test]
 fn kernel_threads_have_no_maps_and_unknown_pids_are_errors() {
     for g in common::guests() {
         let session = g.session();
@@ -107,7 +104,6 @@ fn kernel_threads_have_no_maps_and_unknown_pids_are_errors() {
     }
 }
 
-#[test]
 fn every_user_process_has_clean_ordered_maps() {
     use vmi_os_linux::analysis::ps::processes;
     for g in common::guests() {
@@ -154,7 +150,6 @@ fn every_user_process_has_clean_ordered_maps() {
 
 /// Paths across mounts: init mounted proc, sysfs and devtmpfs on the initramfs root; the
 /// root dentry of each child mount of init's root mount renders as its mount point.
-#[test]
 fn d_path_crosses_mounts() {
     use vmi_core::Va;
     use vmi_os_linux::analysis::ps::find_process;
@@ -190,3 +185,11 @@ fn d_path_crosses_mounts() {
         assert_eq!(paths, ["/dev", "/proc", "/sys"], "{}", g.name);
     }
 }
+
+vmi_fixtures::real_guest_tests!(
+    maps_of_targets_match_proc_maps,
+    maps_json_uses_hex_addresses,
+    kernel_threads_have_no_maps_and_unknown_pids_are_errors,
+    every_user_process_has_clean_ordered_maps,
+    d_path_crosses_mounts,
+);

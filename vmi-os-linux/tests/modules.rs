@@ -6,7 +6,6 @@ use common::GuestExt;
 
 use vmi_os_linux::analysis::modules::modules;
 
-#[test]
 fn modules_match_proc_modules() {
     for g in common::guests() {
         let session = g.session();
@@ -40,8 +39,6 @@ fn modules_match_proc_modules() {
 
 /// Wall-clock times of the three analyses on each guest (run with `--release -- --ignored
 /// --nocapture timings`): discovery once, then each analysis on a warm session.
-#[test]
-#[ignore]
 fn timings() {
     use std::time::Instant;
     use vmi_os_linux::analysis::{dmesg::dmesg, maps::maps};
@@ -71,3 +68,9 @@ fn timings() {
         );
     }
 }
+
+vmi_fixtures::real_guest_tests!(
+    modules_match_proc_modules,
+    #[ignore]
+    timings,
+);

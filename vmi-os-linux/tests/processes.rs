@@ -23,7 +23,7 @@ use vmi_os_linux::{Kernel, LinuxError};
 /// Every guest with its session and kernel, discovered once for all tests of this file.
 fn guests() -> &'static [(Guest, Session, Kernel)] {
     static GUESTS: OnceLock<Vec<(Guest, Session, Kernel)>> = OnceLock::new();
-    GUESTS.get_or_init(|| {
+    let all = GUESTS.get_or_init(|| {
         common::guests()
             .into_iter()
             .map(|g| {
@@ -32,7 +32,12 @@ fn guests() -> &'static [(Guest, Session, Kernel)] {
                 (g, s, k)
             })
             .collect()
-    })
+    });
+    if all.is_empty() {
+        // Only the first test asked `vmi_fixtures`; every test reports its own skip.
+        common::guests();
+    }
+    all
 }
 
 /// `processes()` of a guest, without warnings (a real guest's lists are intact), by pid.
@@ -54,7 +59,6 @@ fn listed(g: &Guest, s: &Session, k: &Kernel) -> BTreeMap<u32, Process> {
     by_pid
 }
 
-#[test]
 fn processes_equal_the_truth() {
     for (g, s, k) in guests() {
         let ours = listed(g, s, k);
@@ -100,7 +104,6 @@ fn processes_equal_the_truth() {
     }
 }
 
-#[test]
 fn list_order_is_creation_order() {
     for (g, s, k) in guests() {
         let ps = processes(s, k).unwrap().items;
@@ -122,7 +125,6 @@ fn list_order_is_creation_order() {
     }
 }
 
-#[test]
 fn threads_equal_the_truth() {
     for (g, s, k) in guests() {
         let truth = g.task_threads();
@@ -170,7 +172,6 @@ fn truth_lines(g: &Guest, name: &str) -> Vec<String> {
     g.truth(name).lines().map(str::to_owned).collect()
 }
 
-#[test]
 fn cmdline_and_environ_of_targets() {
     for (g, s, k) in guests() {
         for t in g.targets() {
@@ -195,7 +196,6 @@ fn cmdline_and_environ_of_targets() {
     }
 }
 
-#[test]
 fn read_process_finds_the_secrets() {
     for (g, s, k) in guests() {
         for t in g.targets() {
@@ -226,7 +226,6 @@ fn read_process_finds_the_secrets() {
     }
 }
 
-#[test]
 fn process_space_is_the_translated_pgd() {
     for (g, s, k) in guests() {
         let pgd_off = k.profile().field_offset("mm_struct", "pgd").unwrap();
@@ -294,7 +293,6 @@ fn process_space_is_the_translated_pgd() {
     }
 }
 
-#[test]
 fn tree_of_a_real_guest() {
     for (g, s, k) in guests() {
         let ps = processes(s, k).unwrap().items;
@@ -325,7 +323,6 @@ fn tree_of_a_real_guest() {
     }
 }
 
-#[test]
 fn json_follows_the_contract() {
     let Some((g, s, k)) = guests().first() else {
         return;
@@ -363,7 +360,6 @@ fn json_follows_the_contract() {
     }
 }
 
-#[test]
 fn lookups_fail_clearly() {
     let Some((g, s, k)) = guests().first() else {
         return;
@@ -391,13 +387,8 @@ fn lookups_fail_clearly() {
 
 /// Release-mode timing of `ps` on the 6.1 guest (cold: open + discovery + processes):
 /// `cargo test --release -p vmi-os-linux --test processes -- --ignored --nocapture timing`.
-#[test]
-#[ignore]
 fn timing() {
-    for g in common::guests() {
-        if !g.name.contains("6.1.0") {
-            continue;
-        }
+    for g in vmi_fixtures::select("of a 6.1 kernel", |g| g.kernel_release.starts_with("6.1.")) {
         let t0 = std::time::Instant::now();
         let s = g.session();
         let t1 = std::time::Instant::now();
@@ -420,3 +411,17 @@ fn timing() {
         );
     }
 }
+
+vmi_fixtures::real_guest_tests!(
+    processes_equal_the_truth,
+    list_order_is_creation_order,
+    threads_equal_the_truth,
+    cmdline_and_environ_of_targets,
+    read_process_finds_the_secrets,
+    process_space_is_the_translated_pgd,
+    tree_of_a_real_guest,
+    json_follows_the_contract,
+    lookups_fail_clearly,
+    #[ignore]
+    timing,
+);

@@ -59,15 +59,16 @@ pub fn parse_target_line(l: &str) -> Option<TargetLine> {
 }
 
 impl LiveGuest {
-    /// Starts a guest; `None` (with a SKIP message) when no fixture kernel can be had, or QEMU
-    /// is missing. Other failures panic.
+    /// Starts a guest; `None` when no fixture kernel can be had or QEMU is missing: a
+    /// `vmi_fixtures::skip`, so the test is reported ignored (or fails under
+    /// `$VMI_REQUIRE_FIXTURES`). Other failures panic.
     pub fn start(kernel: &str, paging: u8, shared: bool, vcpus: usize) -> Option<LiveGuest> {
         if Command::new("qemu-system-x86_64")
             .arg("--version")
             .output()
             .is_err()
         {
-            eprintln!("SKIP: qemu-system-x86_64 is not installed");
+            vmi_fixtures::skip("no live guest: qemu-system-x86_64 is not installed");
             return None;
         }
         let mut cmd = Command::new(repo_root().join("scripts/fixture-live"));
@@ -83,7 +84,14 @@ impl LiveGuest {
         }
         let out = cmd.output().expect("running scripts/fixture-live");
         if out.status.code() == Some(77) {
-            eprintln!("SKIP: no kernel package for {kernel}");
+            vmi_fixtures::skip(format_args!(
+                "no live guest: scripts/fixture-live found no kernel package for {kernel} \
+                 (exit 77): {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ));
             return None;
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
