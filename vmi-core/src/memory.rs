@@ -144,15 +144,16 @@ pub unsafe fn copy_from_live(src: *const u8, dst: &mut [u8]) {
         // SAFETY: `i < head <= len`, so `src + i` is inside the readable range (contract).
         *d = unsafe { src.wrapping_add(i).read_volatile() };
     }
-    let words = (len - head) / WORD;
-    for w in 0..words {
-        let at = head + w * WORD;
-        // SAFETY: `at + WORD <= len`, so the word is inside the readable range; `src + head` is
-        // `WORD`-aligned (`align_offset`), and so is every `src + head + k * WORD`.
-        let v = unsafe { src.wrapping_add(at).cast::<u64>().read_volatile() };
-        dst[at..at + WORD].copy_from_slice(&v.to_ne_bytes());
+    let words = src.wrapping_add(head).cast::<u64>();
+    let mut body = dst[head..].chunks_exact_mut(WORD);
+    for (w, d) in body.by_ref().enumerate() {
+        // SAFETY: word `w` is bytes `head + w * WORD ..+ WORD <= len` of the readable range;
+        // `src + head` is `WORD`-aligned (`align_offset`), and so is every word after it.
+        let v = unsafe { words.wrapping_add(w).read_volatile() };
+        d.copy_from_slice(&v.to_ne_bytes());
     }
-    for (i, d) in dst.iter_mut().enumerate().skip(head + words * WORD) {
+    let tail_at = len - body.into_remainder().len();
+    for (i, d) in dst.iter_mut().enumerate().skip(tail_at) {
         // SAFETY: `i < len`: inside the readable range.
         *d = unsafe { src.wrapping_add(i).read_volatile() };
     }
@@ -174,20 +175,21 @@ pub unsafe fn copy_to_live(src: &[u8], dst: *mut u8) {
         // SAFETY: `i < head <= len`: inside the writable range (contract).
         unsafe { dst.wrapping_add(i).write_volatile(*b) };
     }
-    let words = (len - head) / WORD;
-    for w in 0..words {
-        let at = head + w * WORD;
+    let words = dst.wrapping_add(head).cast::<u64>();
+    let mut body = src[head..].chunks_exact(WORD);
+    for (w, b) in body.by_ref().enumerate() {
         let mut bytes = [0u8; WORD];
-        bytes.copy_from_slice(&src[at..at + WORD]);
-        // SAFETY: `at + WORD <= len`: inside the writable range; `dst + head` is `WORD`-aligned
-        // and so is every `dst + head + k * WORD`.
+        bytes.copy_from_slice(b);
+        // SAFETY: word `w` is bytes `head + w * WORD ..+ WORD <= len` of the writable range;
+        // `dst + head` is `WORD`-aligned and so is every word after it.
         unsafe {
-            dst.wrapping_add(at)
-                .cast::<u64>()
+            words
+                .wrapping_add(w)
                 .write_volatile(u64::from_ne_bytes(bytes))
         };
     }
-    for (i, b) in src.iter().enumerate().skip(head + words * WORD) {
+    let tail_at = len - body.remainder().len();
+    for (i, b) in src.iter().enumerate().skip(tail_at) {
         // SAFETY: `i < len`: inside the writable range.
         unsafe { dst.wrapping_add(i).write_volatile(*b) };
     }
