@@ -29,6 +29,30 @@ pub enum LinuxError {
         /// The bound.
         limit: usize,
     },
+    /// A kernel list walk reached its time bound (a flooded or corrupted list, or expensive
+    /// entries): what was walked until then is kept.
+    #[error(
+        "{what} at {head}: stopped after {entries} entries and {elapsed:.1?}, at {}",
+        if *inherited {
+            "the time bound of the walk it is nested in"
+        } else {
+            "the time bound of a list walk"
+        }
+    )]
+    TimedOut {
+        /// What was being walked.
+        what: &'static str,
+        /// Where the walk started.
+        head: Va,
+        /// Entries produced before it stopped.
+        entries: usize,
+        /// Time spent.
+        elapsed: std::time::Duration,
+        /// The walk's own bound.
+        limit: std::time::Duration,
+        /// Whether it stopped at the deadline of an enclosing walk rather than its own.
+        inherited: bool,
+    },
     /// A kernel structure holds a value that cannot be right.
     #[error("{what} at {at}: {reason}")]
     Corrupt {
