@@ -5,6 +5,11 @@
 //! has no `[    0.000000] ` prefix (that is added by the console and `dmesg`). Records that
 //! were not printed on a console (levels above the console log level, or everything after
 //! `kernel.printk` was lowered) are here too.
+//!
+//! The ring is guest data: at most [`MAX_RECORDS`](crate::comps::printk::MAX_RECORDS) records
+//! and [`MAX_TEXT_BYTES`](crate::comps::printk::MAX_TEXT_BYTES) bytes of text
+//! are kept, the newest ones, with a warning when a ring holds more (a flood of 4 Mi empty
+//! records is 262,144 records and 12 MiB here, read in 30 ms).
 
 use vmi_core::Session;
 

@@ -19,6 +19,10 @@
 //! Every count is bounded: `count_bits` and `size_bits` are checked against what the kernel
 //! can allocate (`LOG_BUF_LEN_MAX` is 2 GiB: at most 31 and 26 bits), more records than the
 //! ring holds are clamped, and at most [`MAX_RECORD_WARNINGS`] per-record warnings are kept.
+//! What is kept is bounded too, whatever the ring claims: at most [`MAX_RECORDS`] records and
+//! [`MAX_TEXT_BYTES`] bytes of text, after scanning at most [`MAX_DESCRIPTORS`] descriptors.
+//! The ring is read from the newest record back, so a capped log is its newest part (as the
+//! kernel itself drops the oldest records), with a warning saying how much was left.
 
 use serde::Serialize;
 use vmi_core::{Profile, ProfileError, Va, VirtualMemory};
@@ -39,6 +43,18 @@ pub const MAX_SIZE_BITS: u64 = 31;
 pub const MIN_SIZE_BITS: u64 = 3;
 /// Per-record warnings kept; further problems are counted in one last warning.
 pub const MAX_RECORD_WARNINGS: usize = 32;
+/// The most records kept. A real ring of the default size (Debian: `CONFIG_LOG_BUF_SHIFT` 18,
+/// 256 KiB) holds 8192 descriptors; even `log_buf_len=32M` holds a million only if every
+/// record is 32 bytes. A flood of millions of empty records stops here: about 13 MiB of
+/// records.
+pub const MAX_RECORDS: usize = 1 << 18;
+/// The most bytes of text kept, over all records.
+pub const MAX_TEXT_BYTES: usize = 32 << 20;
+/// The most descriptors looked at, readable or not: a ring of 2^26 descriptors that are not
+/// records ends here instead of being read to its end.
+pub const MAX_DESCRIPTORS: u64 = 1 << 22;
+/// `printk_info.text_len` is a `u16`: no record is longer.
+const MAX_TEXT_LEN: u64 = u16::MAX as u64;
 
 /// `DESC_FLAGS_SHIFT`: the state is in the top two bits of `state_var`.
 const DESC_FLAGS_SHIFT: u32 = 62;
@@ -286,7 +302,9 @@ impl Warnings {
     }
 }
 
-/// Reads every readable record of the ring buffer at `addr`, oldest first.
+/// Reads every readable record of the ring buffer at `addr`, oldest first, within the bounds
+/// on what is kept ([`MAX_RECORDS`], [`MAX_TEXT_BYTES`], [`MAX_DESCRIPTORS`]): beyond them, the
+/// newest records are kept and a warning says how many descriptors were not read.
 pub fn records(
     mem: &VirtualMemory<'_>,
     offsets: &PrintkOffsets,
@@ -294,13 +312,14 @@ pub fn records(
 ) -> Result<Partial<LogRecord>, LinuxError> {
     let rb = Ringbuffer::read(mem, offsets, addr)?;
     let count = rb.count();
+    let mut header = Vec::new();
     let mut warnings = Warnings {
         out: Vec::new(),
         dropped: 0,
     };
     let mut span = rb.head_id.wrapping_sub(rb.tail_id) & DESC_ID_MASK;
     if span >= count {
-        warnings.push(LinuxError::Corrupt {
+        header.push(LinuxError::Corrupt {
             what: "printk_ringbuffer",
             at: addr,
             reason: format!(
@@ -313,20 +332,47 @@ pub fn records(
     }
     let first = rb.head_id.wrapping_sub(span) & DESC_ID_MASK;
     let total = span + 1;
-    let mut items = Vec::new();
+    // Newest first, reversed at the end: when a bound cuts the log, the newest part is kept.
+    let mut items =
+        Vec::with_capacity(usize::try_from(total).map_or(MAX_RECORDS, |t| t.min(MAX_RECORDS)));
+    let mut text_bytes = 0usize;
     let mut descs = Vec::new();
     let mut infos = Vec::new();
-    let mut k = 0u64;
-    while k < total {
-        let id0 = first.wrapping_add(k) & DESC_ID_MASK;
-        let idx0 = id0 & (count - 1);
-        let n = CHUNK.min(total - k).min(count - idx0);
+    // Descriptors not yet looked at: ids `first .. first + remaining`.
+    let mut remaining = total;
+    let mut full = None;
+    while remaining > 0 {
+        let scanned = total - remaining;
+        if scanned >= MAX_DESCRIPTORS {
+            full = Some(format!("{MAX_DESCRIPTORS} descriptors"));
+            break;
+        }
+        let last = first.wrapping_add(remaining - 1) & DESC_ID_MASK;
+        let idx_last = last & (count - 1);
+        // A chunk ends at `last` and never wraps around the end of the arrays.
+        let n = CHUNK.min(remaining).min(idx_last + 1);
+        let idx0 = idx_last + 1 - n;
+        let id0 = last.wrapping_sub(n - 1) & DESC_ID_MASK;
         match read_chunk(mem, offsets, &rb, idx0, n, &mut descs, &mut infos) {
             Ok(()) => {
-                for j in 0..n {
+                for j in (0..n).rev() {
                     let id = id0.wrapping_add(j) & DESC_ID_MASK;
                     match record(mem, offsets, &rb, id, j, &descs, &infos) {
-                        Ok(Some(r)) => items.push(r),
+                        Ok(Some(r)) => {
+                            if text_bytes.saturating_add(r.text.len()) > MAX_TEXT_BYTES {
+                                full = Some(format!("{MAX_TEXT_BYTES} bytes of text"));
+                                // This record and the descriptors older than it are not kept.
+                                remaining = j + 1 + (remaining - n);
+                                break;
+                            }
+                            text_bytes += r.text.len();
+                            items.push(r);
+                            if items.len() >= MAX_RECORDS {
+                                full = Some(format!("{MAX_RECORDS} records"));
+                                remaining = j + (remaining - n);
+                                break;
+                            }
+                        }
                         Ok(None) => {}
                         Err(e) => warnings.push(e),
                     }
@@ -334,8 +380,13 @@ pub fn records(
             }
             Err(e) => warnings.push(e),
         }
-        k += n;
+        if full.is_some() {
+            break;
+        }
+        remaining -= n;
     }
+    items.reverse();
+    warnings.out.reverse();
     if warnings.dropped > 0 {
         warnings.out.push(LinuxError::Corrupt {
             what: "printk_ringbuffer",
@@ -343,9 +394,21 @@ pub fn records(
             reason: format!("{} more records could not be read", warnings.dropped),
         });
     }
+    if let Some(bound) = full {
+        header.push(LinuxError::Corrupt {
+            what: "printk_ringbuffer",
+            at: addr,
+            reason: format!(
+                "{remaining} older descriptors of {total} not kept: the newest {} records \
+                 ({text_bytes} bytes of text) are, the bound is {bound}",
+                items.len()
+            ),
+        });
+    }
+    header.extend(warnings.out);
     Ok(Partial {
         items,
-        warnings: warnings.out,
+        warnings: header,
     })
 }
 
@@ -430,6 +493,11 @@ fn record(
         return Ok(None);
     };
     let text_len = get(info, offsets.text_len)?;
+    if text_len > MAX_TEXT_LEN {
+        return Err(corrupt(format!(
+            "text_len {text_len} is beyond the u16 the kernel stores"
+        )));
+    }
     if text_len > avail {
         return Err(corrupt(format!(
             "text_len {text_len} exceeds its data block of {avail} bytes"
