@@ -10,7 +10,9 @@ use vmi_fixtures::guests;
 
 fn kdump_files_equal_the_elf_dump_page_for_page() {
     let mut checked = 0usize;
-    for g in guests() {
+    let all = guests();
+    let had_guests = !all.is_empty();
+    for g in all {
         assert!(
             !g.kdump_files.is_empty() || std::env::var_os("VMI_REQUIRE_FIXTURES").is_none(),
             "{}: no kdump files (rebuild the fixture with scripts/fixture-guest)",
@@ -67,7 +69,7 @@ fn kdump_files_equal_the_elf_dump_page_for_page() {
             checked += 1;
         }
     }
-    if checked == 0 {
+    if checked == 0 && had_guests {
         vmi_fixtures::skip("no fixture guest has kdump files (rebuild with scripts/fixture-guest)");
     }
     println!("{checked} kdump files checked page for page");
