@@ -26,7 +26,7 @@ pub enum DumpError {
         /// The path.
         path: PathBuf,
     },
-    /// The content is neither an ELF core nor LiME, and is not a raw image either (a raw image
+    /// The content is no format vmi reads (ELF core, LiME, AVML, kdump), and is not a raw image either (a raw image
     /// is any other file whose size is a non-zero multiple of 4 KiB).
     #[error(
         "{path} ({len} bytes) is not a memory dump vmi recognises: not an ELF core, not LiME, \
@@ -57,13 +57,126 @@ pub enum DumpError {
     },
 
     // ---- kdump ----
-    /// A kdump-compressed file (flat or flattened) is malformed.
-    #[error("kdump file: at offset {offset:#x}: {reason}")]
-    Kdump {
-        /// File (or flat) offset of what is wrong.
+    /// The reassembled bytes of a flattened kdump stream do not start with `KDUMP   `.
+    #[error("the flattened kdump stream does not reassemble into a kdump file: its flat offset 0 holds [{first_bytes}], not \"KDUMP   \"")]
+    KdumpNoSignature {
+        /// The first bytes (up to 16) of the reassembled file in hex.
+        first_bytes: String,
+    },
+    /// The flattened header's type or version is not 1 (the only flattened format there is).
+    #[error("flattened kdump header: type {kind} version {version}, expected type 1 version 1")]
+    KdumpFlattenedHeader {
+        /// `type` (big-endian i64 at offset 16).
+        kind: i64,
+        /// `version` (big-endian i64 at offset 24).
+        version: i64,
+    },
+    /// A flattened record has a negative offset or size (only the end marker, -1/-1, may).
+    #[error(
+        "flattened kdump record at file offset {at:#x}: offset {offset} or size {size} is negative"
+    )]
+    KdumpRecordNegative {
+        /// File offset of the record header.
+        at: u64,
+        /// The record's flat offset.
+        offset: i64,
+        /// The record's size.
+        size: i64,
+    },
+    /// A flattened record's data runs past the end of the file.
+    #[error("flattened kdump record at file offset {at:#x}: {size:#x} bytes of data run past the end of the file ({file_len:#x})")]
+    KdumpRecordBeyondFile {
+        /// File offset of the record header.
+        at: u64,
+        /// The record's size.
+        size: u64,
+        /// Size of the file.
+        file_len: u64,
+    },
+    /// A flattened stream has more records than vmi indexes.
+    #[error("the flattened kdump stream has more than {max} records")]
+    KdumpTooManyRecords {
+        /// The limit.
+        max: usize,
+    },
+    /// `block_size` is not the 4 KiB page size of x86.
+    #[error("kdump block_size {block_size} is not supported (x86 dumps have 4096-byte blocks)")]
+    KdumpBlockSize {
+        /// `block_size`.
+        block_size: u64,
+    },
+    /// `max_mapnr` (the number of page frames) is zero or larger than any machine.
+    #[error("kdump max_mapnr {max_mapnr} is not a machine (1..={max} page frames are accepted)")]
+    KdumpMaxMapnr {
+        /// `max_mapnr` (`max_mapnr_64` from header version 6 on).
+        max_mapnr: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The bitmaps (`bitmap_blocks`) are too small for `max_mapnr` pages.
+    #[error("kdump bitmaps of {bitmap_bytes:#x} bytes each cannot describe {max_mapnr} pages")]
+    KdumpBitmapTooSmall {
+        /// Bytes of each bitmap (half of `bitmap_blocks * block_size`).
+        bitmap_bytes: u64,
+        /// Pages they must describe.
+        max_mapnr: u64,
+    },
+    /// The bitmaps extend past the end of the dump, or are larger than the whole file.
+    #[error("kdump bitmaps end at offset {end:#x}, beyond the dump ({flat_len:#x} bytes, file {file_len:#x} bytes)")]
+    KdumpBitmapBeyondFile {
+        /// Flat offset one past the second bitmap (saturated at `u64::MAX`).
+        end: u64,
+        /// Length of the (reassembled) kdump file.
+        flat_len: u64,
+        /// Size of the file on disk.
+        file_len: u64,
+    },
+    /// The second bitmap marks more pages than the file holds page descriptors for.
+    #[error("the kdump bitmap marks {pages} pages written, whose descriptors from offset {descs_offset:#x} run past the end of the dump ({flat_len:#x})")]
+    KdumpDescriptorsBeyondFile {
+        /// Pages marked written (in this file's PFN range).
+        pages: u64,
+        /// Flat offset of the first descriptor.
+        descs_offset: u64,
+        /// Length of the (reassembled) kdump file.
+        flat_len: u64,
+    },
+    /// The VMCOREINFO, ELF note or erase-info area of the sub header lies outside the dump
+    /// or is larger than vmi accepts.
+    #[error("kdump {what} at offset {offset:#x} with {size:#x} bytes is outside the dump ({flat_len:#x}) or larger than {max:#x}")]
+    KdumpAreaOutside {
+        /// Which area ("VMCOREINFO", "ELF notes", "erase info").
+        what: &'static str,
+        /// Its flat offset.
+        offset: u64,
+        /// Its size.
+        size: u64,
+        /// Length of the (reassembled) kdump file.
+        flat_len: u64,
+        /// The largest accepted size.
+        max: u64,
+    },
+    /// A split dump's PFN range is empty or beyond `max_mapnr`.
+    #[error("kdump split dump: PFN range {start_pfn:#x}..{end_pfn:#x} is empty or beyond max_mapnr {max_mapnr:#x}")]
+    KdumpSplitRange {
+        /// `start_pfn_64` (or `start_pfn` before header version 6).
+        start_pfn: u64,
+        /// `end_pfn_64` (exclusive).
+        end_pfn: u64,
+        /// `max_mapnr`.
+        max_mapnr: u64,
+    },
+
+    // ---- AVML ----
+    /// An AVML block (version 2) has a size trailer that disagrees with its snappy frames.
+    #[error("AVML block {index} at file offset {offset:#x}: {reason}")]
+    AvmlBlock {
+        /// Index of the block (range) in the file.
+        index: usize,
+        /// File offset of the block header.
         offset: u64,
         /// What is wrong.
-        reason: String,
+        reason: AvmlBlockError,
     },
 
     // ---- ELF ----
@@ -248,7 +361,8 @@ pub enum DumpError {
     // ---- LiME ----
     /// A LiME range header does not start with the LiME magic.
     #[error(
-        "LiME range {index} at file offset {offset:#x}: magic {found:#010x} is not 0x4c694d45"
+        "LiME range {index} at file offset {offset:#x}: magic {found:#010x} is neither LiME's \
+         0x4c694d45 nor AVML's 0x4c4d5641"
     )]
     BadLimeMagic {
         /// Index of the range.
@@ -260,7 +374,8 @@ pub enum DumpError {
     },
     /// A LiME range header has a version other than 1.
     #[error(
-        "LiME range {index} at file offset {offset:#x}: version {version} is not supported (1 is)"
+        "LiME range {index} at file offset {offset:#x}: version {version} is not supported (LiME \
+         1, and AVML 2 with the AVML magic)"
     )]
     UnsupportedLimeVersion {
         /// Index of the range.
@@ -279,5 +394,146 @@ pub enum DumpError {
         start: u64,
         /// `e_addr` (inclusive).
         end: u64,
+    },
+}
+
+/// What is wrong with an AVML (version 2, snappy-compressed) block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AvmlBlockError {
+    /// The header has the AVML magic but not version 2, or version 2 without the AVML magic.
+    #[error(
+        "magic {magic:#010x} with version {version}: AVML blocks are magic 0x4c4d5641 version 2"
+    )]
+    MagicVersion {
+        /// The magic.
+        magic: u32,
+        /// The version.
+        version: u32,
+    },
+    /// The file ends before the block's 8-byte size trailer.
+    #[error("no room for the size trailer: the file ends at {file_len:#x}")]
+    NoTrailer {
+        /// Size of the file.
+        file_len: u64,
+    },
+    /// The snappy frames do not end exactly at the size trailer.
+    #[error("its snappy frames end at {frames_end:#x}, not at the size trailer's {expected:#x}")]
+    FramesMisaligned {
+        /// File offset where the frame walk ended.
+        frames_end: u64,
+        /// File offset the trailer announces.
+        expected: u64,
+    },
+    /// A snappy frame header names a reserved unskippable chunk type, or is truncated.
+    #[error(
+        "snappy chunk at {at:#x} has type {kind:#04x} and {len:#x} bytes, which vmi cannot read"
+    )]
+    BadChunk {
+        /// File offset of the chunk header.
+        at: u64,
+        /// Chunk type byte.
+        kind: u8,
+        /// Chunk length.
+        len: u64,
+    },
+    /// The block's chunks hold a different number of bytes than its header's range.
+    #[error("its chunks hold {found:#x} bytes, its range {expected:#x}")]
+    SizeMismatch {
+        /// Bytes the chunks decompress to.
+        found: u64,
+        /// Bytes of the range (`e_addr - s_addr + 1`).
+        expected: u64,
+    },
+    /// More snappy chunks than vmi indexes.
+    #[error("more than {max} snappy chunks in the file")]
+    TooManyChunks {
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Reading one page (kdump) or chunk (AVML) of a compressed dump failed: the reason inside
+/// [`vmi_core::MemoryError::Io`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PageError {
+    /// The dump left the page out (its dump level excluded it, or it is another split part's).
+    #[error("page {pfn:#x} is not in the dump (excluded by makedumpfile's dump level)")]
+    NotWritten {
+        /// The page frame.
+        pfn: u64,
+    },
+    /// An incomplete dump (makedumpfile ran out of space) has no data for the page.
+    #[error("page {pfn:#x} has no data: the dump is incomplete")]
+    Incomplete {
+        /// The page frame.
+        pfn: u64,
+    },
+    /// A page descriptor's size or offset is impossible.
+    #[error("page {pfn:#x}: descriptor {index} says {size:#x} bytes at offset {offset:#x}, which does not fit a {block:#x}-byte page in a {flat_len:#x}-byte dump")]
+    BadDescriptor {
+        /// The page frame.
+        pfn: u64,
+        /// Index of the descriptor.
+        index: u64,
+        /// Its data offset.
+        offset: u64,
+        /// Its data size.
+        size: u64,
+        /// The page size.
+        block: u64,
+        /// Length of the (reassembled) kdump file.
+        flat_len: u64,
+    },
+    /// An uncompressed page whose size is not the page size.
+    #[error("page {pfn:#x}: stored uncompressed with {size} bytes, not {block}")]
+    RawSize {
+        /// The page frame.
+        pfn: u64,
+        /// Its data size.
+        size: u64,
+        /// The page size.
+        block: u64,
+    },
+    /// The compressed data did not decompress.
+    #[error("page {pfn:#x}: {method} data does not decompress ({detail})")]
+    Decompress {
+        /// The page frame (AVML: the first page of the chunk).
+        pfn: u64,
+        /// "zlib", "lzo", "snappy".
+        method: &'static str,
+        /// What the decompressor said.
+        detail: String,
+    },
+    /// The data decompressed to the wrong number of bytes.
+    #[error("page {pfn:#x}: {method} data decompressed to {got} bytes, not {expected}")]
+    DecompressedSize {
+        /// The page frame (AVML: the first page of the chunk).
+        pfn: u64,
+        /// "zlib", "lzo", "snappy".
+        method: &'static str,
+        /// Bytes produced.
+        got: usize,
+        /// Bytes expected.
+        expected: usize,
+    },
+    /// A snappy chunk's CRC-32C does not match its decompressed bytes.
+    #[error("page {pfn:#x}: snappy chunk checksum {found:#010x}, its data gives {computed:#010x}")]
+    Checksum {
+        /// The first page of the chunk.
+        pfn: u64,
+        /// The masked CRC-32C stored in the chunk.
+        found: u32,
+        /// The masked CRC-32C of the decompressed data.
+        computed: u32,
+    },
+    /// A compression vmi does not read.
+    #[error("page {pfn:#x}: compression flags {flags:#x} are not supported (zlib 0x1, lzo 0x2 and snappy 0x4 are; zstd 0x20 is not)")]
+    Unsupported {
+        /// The page frame.
+        pfn: u64,
+        /// The descriptor's flags.
+        flags: u32,
     },
 }

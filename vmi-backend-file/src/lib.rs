@@ -370,38 +370,55 @@ fn parse_kdump(data: &[u8]) -> Result<Parsed, DumpError> {
         }
         None => (None, "none".to_owned()),
     };
-    let details = vec![
+    let mut details = vec![
         (
             "kdump".into(),
-            format!(
-                "header version {}, {}",
-                h.version,
-                if k.is_flattened() {
-                    "flattened"
-                } else {
-                    "flat"
-                }
-            ),
+            if k.is_flattened() {
+                format!(
+                    "header version {}, flattened ({} pieces indexed)",
+                    h.version,
+                    k.flattened_pieces()
+                )
+            } else {
+                format!("header version {}, flat", h.version)
+            },
         ),
-        ("compression".into(), k.compression(data).to_owned()),
+        ("compression".into(), k.compression(data)),
         ("release".into(), h.release.clone()),
         ("dump_level".into(), h.dump_level.to_string()),
         (
             "pages".into(),
-            format!("{} written of {} RAM pages", k.written_pages, k.ram_pages),
+            format!(
+                "{} present of {} RAM pages (max_mapnr {})",
+                k.written_pages, k.ram_pages, h.max_mapnr
+            ),
         ),
         ("phys_base".into(), format!("{:#x}", h.phys_base)),
+        ("nr_cpus".into(), h.nr_cpus.to_string()),
         ("notes".into(), note_summary),
         (
             "vmcoreinfo".into(),
-            if vmcoreinfo.is_some() {
-                "present"
-            } else {
-                "absent"
-            }
-            .into(),
+            if vmcoreinfo.is_some() { "yes" } else { "no" }.into(),
         ),
     ];
+    if let Some((lo, hi)) = h.split {
+        details.push((
+            "split".into(),
+            format!("part holding PFNs {lo:#x}..{hi:#x}; the other parts' pages are absent"),
+        ));
+    }
+    if let Some((off, size)) = h.eraseinfo {
+        details.push((
+            "eraseinfo".into(),
+            format!("{size} bytes at {off:#x}: makedumpfile erased data from some pages"),
+        ));
+    }
+    if h.is_incomplete() {
+        details.push((
+            "status".into(),
+            "incomplete: makedumpfile ran out of space; pages without data are errors".into(),
+        ));
+    }
     Ok(Parsed {
         layout: Layout::Kdump(Box::new(k)),
         registers,
@@ -486,7 +503,7 @@ vmi_core::register_backend!(FILE_BACKEND);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{prstatus_x86_64, qemu_note, ElfBuilder, QemuFields};
+    use crate::test_util::{note_bytes, prstatus_x86_64, qemu_note, ElfBuilder, QemuFields};
     use vmi_core::vcpu::RegisterSource;
     use vmi_core::{MemoryError, Pa, PagingMode, PhysicalMemoryExt};
 
@@ -558,6 +575,72 @@ mod tests {
         assert_eq!((t.backend, t.format.as_str()), ("file", "elf-core"));
         assert_eq!(t.registers.unwrap().vcpu_count(), 2);
         assert!(t.writer.is_none() && t.control.is_none() && !t.slow_reads);
+    }
+
+    #[test]
+    fn kdump_dump_end_to_end() {
+        let q = qemu_note(&QemuFields {
+            cr: [0x8005_0033, 0, 0, 0x5000, 0x20],
+            cs_flags: 0x00af_9b00,
+            kernel_gs_base: Some(0),
+        });
+        let mut notes = note_bytes(b"CORE", 1, &prstatus_x86_64(1, |i| i as u64));
+        notes.extend(note_bytes(b"QEMU", 0, &q));
+        let info = b"OSRELEASE=6.1.0-test-vmi\nPAGESIZE=4096\n\0\0";
+        let flat = kdump::testing::build_with(
+            20,
+            &kdump::testing::Options {
+                vmcoreinfo: Some(info),
+                notes: Some(&notes),
+                ..Default::default()
+            },
+        );
+        for (bytes, format) in [
+            (flat.clone(), DumpFormat::Kdump),
+            (
+                kdump::testing::flatten(&flat, 700),
+                DumpFormat::KdumpFlattened,
+            ),
+        ] {
+            let dump = Dump::from_bytes(bytes).unwrap();
+            assert_eq!(dump.format(), format);
+            // Trailing NULs of the note are not part of the text.
+            assert_eq!(
+                dump.vmcoreinfo(),
+                Some("OSRELEASE=6.1.0-test-vmi\nPAGESIZE=4096\n")
+            );
+            let regs = dump.registers().unwrap();
+            assert_eq!(regs.vcpu_count(), 1);
+            assert_eq!(regs.registers(0).unwrap().cr3, 0x5000);
+            assert_eq!(
+                dump.memory().read_u32(Pa::new(4 * 4096)).unwrap(),
+                0x0404_0404
+            );
+            assert!(matches!(
+                dump.memory().read_u32(Pa::new(5 * 4096)),
+                Err(MemoryError::OutOfRange { .. })
+            ));
+            let get = |k: &str| {
+                dump.details()
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+            };
+            assert_eq!(get("compression").as_deref(), Some("zlib+lzo+snappy"));
+            assert_eq!(get("dump_level").as_deref(), Some("31"));
+            assert_eq!(get("vmcoreinfo").as_deref(), Some("yes"));
+            assert_eq!(
+                get("pages").as_deref(),
+                Some("14 present of 20 RAM pages (max_mapnr 20)")
+            );
+            assert_eq!(
+                get("notes").as_deref(),
+                Some("1 QEMU CPU notes, 1 NT_PRSTATUS")
+            );
+            let t = dump.into_target();
+            assert!(t.slow_reads && t.vmcoreinfo.is_some());
+            assert_eq!(t.format, format.name());
+        }
     }
 
     #[test]

@@ -201,7 +201,7 @@ mod tests {
         );
         // A match before any output.
         assert_eq!(
-            decompress(&[0x40, 0x00, 0x11, 0, 0], &mut out),
+            decompress(&[0x11, 0x04, 0x00], &mut out),
             Err(LzoError::LookBehindOverrun)
         );
         assert_eq!(

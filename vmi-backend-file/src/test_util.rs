@@ -12,6 +12,20 @@ enum Ph {
     Note(Vec<u8>),
 }
 
+/// One ELF note (header, NUL-terminated padded name, padded descriptor).
+pub fn note_bytes(name: &[u8], n_type: u32, desc: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let namesz = name.len() + 1;
+    bytes.extend_from_slice(&(namesz as u32).to_le_bytes());
+    bytes.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&n_type.to_le_bytes());
+    bytes.extend_from_slice(name);
+    bytes.resize(bytes.len() + 1 + (4 - namesz % 4) % 4, 0);
+    bytes.extend_from_slice(desc);
+    bytes.resize(bytes.len() + (4 - desc.len() % 4) % 4, 0);
+    bytes
+}
+
 /// Builds an ELF core: header, program headers in call order, then note and load bytes.
 pub struct ElfBuilder {
     is64: bool,
@@ -64,15 +78,7 @@ impl ElfBuilder {
     /// Appends a note to the last PT_NOTE segment if it is the last program header, else to a
     /// new one.
     pub fn note(mut self, name: &[u8], n_type: u32, desc: &[u8]) -> Self {
-        let mut bytes = Vec::new();
-        let namesz = name.len() + 1;
-        bytes.extend_from_slice(&(namesz as u32).to_le_bytes());
-        bytes.extend_from_slice(&(desc.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&n_type.to_le_bytes());
-        bytes.extend_from_slice(name);
-        bytes.resize(bytes.len() + 1 + (4 - namesz % 4) % 4, 0);
-        bytes.extend_from_slice(desc);
-        bytes.resize(bytes.len() + (4 - desc.len() % 4) % 4, 0);
+        let bytes = note_bytes(name, n_type, desc);
         match self.phs.last_mut() {
             Some(Ph::Note(v)) => v.extend_from_slice(&bytes),
             _ => self.phs.push(Ph::Note(bytes)),
