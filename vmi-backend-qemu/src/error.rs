@@ -106,6 +106,12 @@ pub enum QemuError {
         /// The stub's address.
         address: String,
     },
+    /// No directory private to QEMU's user could be had for the gdbstub's socket.
+    #[error("no private directory for the gdbstub socket: {reason}")]
+    GdbSocketDir {
+        /// Why (the directory and what is wrong with it).
+        reason: String,
+    },
     /// The gdbstub refused a request.
     #[error("gdbstub request {request} failed: {reply}")]
     Gdb {

@@ -24,9 +24,14 @@
 //!    one audited place where live guest RAM is read (the Xen backend uses it too), since the
 //!    guest may write the file during the copy.
 //! 4. **vCPUs and control** ([`gdb`]): the gdbstub (`info chardev` names it; if there is none,
-//!    HMP `gdbserver unix:/tmp/vmi-gdb-PID.sock,server=on,wait=off` starts one, which QEMU
-//!    allows once per process, hence the predictable path). Connecting stops the VM; the
-//!    backend lets it run again at once if it was running. Registers of all vCPUs are one
+//!    HMP `gdbserver unix:DIR/qemu-PID.sock,server=on,wait=off` starts one). QEMU allows one
+//!    per process and it listens until QEMU exits, so later runs find and reuse it through
+//!    `info chardev`; whoever can connect to it controls the VM, so `DIR` is a directory only
+//!    QEMU's user can enter (mode 0700, checked if it exists): `$XDG_RUNTIME_DIR/vmi-gdb` when
+//!    QEMU runs as the user running vmi, else `/tmp/vmi-gdb-<QEMU's uid>` ([`gdb_socket`]).
+//!    `vmi info` shows it (`details.gdbstub`, `details.gdbstub_socket`, which also warns about
+//!    a reused stub that others can reach). Connecting stops the VM; the backend lets it run
+//!    again at once if it was running. Registers of all vCPUs are one
 //!    pipelined exchange (`Hg`/`g`), with a `\x03` stop and `c` around it if the guest runs.
 //!    If the stub is taken by another debugger or does not answer, QMP `stop`/`cont` and HMP
 //!    `info registers -a` are used instead (`details` says which).
@@ -66,6 +71,7 @@
 
 pub mod error;
 pub mod gdb;
+pub mod gdb_socket;
 pub mod layout;
 pub mod memory;
 pub mod qmp;
@@ -567,8 +573,9 @@ impl QemuControl {
             .map_or(0, Vec::len);
         let gdb = if use_gdb {
             match attach_gdb(&mut qmp, pid, running) {
-                Ok(g) => {
+                Ok((g, note)) => {
                     details.push(("gdbstub".into(), g.address().to_owned()));
+                    details.push(("gdbstub_socket".into(), note));
                     Some(g)
                 }
                 Err(e) => {
@@ -741,17 +748,51 @@ trait Pipe: Sized {
 }
 impl<T> Pipe for T {}
 
-fn attach_gdb(qmp: &mut Qmp, pid: u32, running: bool) -> Result<Gdb, QemuError> {
+/// Connects to QEMU's gdbstub, starting one if it has none (see [`gdb_socket`] for where);
+/// returns it and a note on its socket for `vmi info`.
+fn attach_gdb(qmp: &mut Qmp, pid: u32, running: bool) -> Result<(Gdb, String), QemuError> {
     let chardevs = qmp.hmp("info chardev")?;
-    let address = match layout::parse_gdb_chardev(&chardevs) {
+    let socket_dir_error = |reason: String| QemuError::GdbSocketDir { reason };
+    let (qemu_uid, our_uid) = gdb_socket::uids(pid)
+        .map_err(|e| socket_dir_error(format!("the owner of /proc/{pid}: {e}")))?;
+    let (address, note) = match layout::parse_gdb_chardev(&chardevs) {
         Some((address, true)) => {
             return Err(QemuError::GdbBusy {
                 address: address.to_string(),
             })
         }
-        Some((address, false)) => address,
+        // Started earlier (by an earlier vmi, or by whoever started QEMU): QEMU starts one
+        // per process only, so it is the one to use.
+        Some((address, false)) => {
+            let note = match &address {
+                GdbAddress::Unix(path) => match gdb_socket::is_private(Path::new(path), qemu_uid) {
+                    Ok(()) => {
+                        format!("{path}, reused; its directory is private to uid {qemu_uid} (0700)")
+                    }
+                    Err(why) => format!("{path}, reused; warning: {why}"),
+                },
+                GdbAddress::Tcp(a) => {
+                    format!("tcp {a}, reused; warning: any local user can connect to it")
+                }
+            };
+            (address, note)
+        }
         None => {
-            let path = format!("/tmp/vmi-gdb-{pid}.sock");
+            let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+            let dir = gdb_socket::socket_dir(qemu_uid, our_uid, runtime.as_deref());
+            gdb_socket::ensure_private_dir(&dir, qemu_uid, our_uid).map_err(socket_dir_error)?;
+            let path = gdb_socket::socket_path(&dir, pid);
+            // QEMU has no gdbstub, so a file there is left by an earlier QEMU of that pid;
+            // QEMU could not bind over it. The directory is private: nobody else put it there.
+            if std::fs::symlink_metadata(&path).is_ok() {
+                std::fs::remove_file(&path).map_err(|e| {
+                    socket_dir_error(format!("removing the stale {}: {e}", path.display()))
+                })?;
+            }
+            let path = path
+                .to_str()
+                .map(str::to_owned)
+                .ok_or_else(|| socket_dir_error(format!("{} is not UTF-8", path.display())))?;
             let out = qmp.hmp(&format!("gdbserver unix:{path},server=on,wait=off"))?;
             if !out.contains("Waiting for gdb connection") {
                 return Err(QemuError::Gdb {
@@ -759,14 +800,18 @@ fn attach_gdb(qmp: &mut Qmp, pid: u32, running: bool) -> Result<Gdb, QemuError> 
                     reply: out.trim().to_owned(),
                 });
             }
-            GdbAddress::Unix(path)
+            let note = format!(
+                "{path}, started by vmi (it listens until QEMU exits; later runs reuse it); its \
+                 directory is private to uid {qemu_uid} (0700)"
+            );
+            (GdbAddress::Unix(path), note)
         }
     };
     let mut gdb = Gdb::connect(&address)?;
     if running {
         gdb.cont()?;
     }
-    Ok(gdb)
+    Ok((gdb, note))
 }
 
 impl Drop for QemuControl {

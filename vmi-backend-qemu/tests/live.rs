@@ -319,8 +319,88 @@ fn live_bad_input() {
     assert!(t0.elapsed() < Duration::from_secs(10));
 }
 
+/// The gdbstub vmi starts is a socket in a directory only QEMU's user can enter (0700), named
+/// in the details; a second run reuses that stub (QEMU starts one per process) and says so;
+/// pausing a QEMU that is gone is a control error naming it.
+fn live_gdbstub_socket_is_private_and_reused() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let Some(g) = LiveGuest::start("6.1", 4, false, 1) else {
+        return;
+    };
+    let detail = |q: &Qemu, key: &str| {
+        q.details()
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {key} in {:?}", q.details()))
+    };
+    let first = Qemu::open(&g.qmp, &QemuOptions::default()).unwrap();
+    assert_eq!(first.control().register_source(), "gdbstub");
+    let address = detail(&first, "gdbstub");
+    let path = std::path::PathBuf::from(address.strip_prefix("unix:").expect("a Unix socket"));
+    let qemu_uid = std::fs::metadata(format!("/proc/{}", g.pid)).unwrap().uid();
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from);
+    let dir = vmi_backend_qemu::gdb_socket::socket_dir(
+        qemu_uid,
+        std::fs::metadata("/proc/self").unwrap().uid(),
+        runtime.as_deref(),
+    );
+    assert_eq!(path, dir.join(format!("qemu-{}.sock", g.pid)), "{address}");
+    let meta = std::fs::symlink_metadata(&dir).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o700,
+        "{}",
+        dir.display()
+    );
+    assert_eq!(meta.uid(), qemu_uid);
+    assert!(std::fs::symlink_metadata(&path)
+        .unwrap()
+        .file_type()
+        .is_socket());
+    let note = detail(&first, "gdbstub_socket");
+    assert!(
+        note.contains("started by vmi") && note.contains("0700"),
+        "{note}"
+    );
+    let regs = first.control().all_registers().unwrap();
+    drop(first);
+    assert!(g.running());
+    // The socket stays (QEMU listens until it exits) and the next run takes it again.
+    assert!(path.exists());
+    let second = Qemu::open(&g.qmp, &QemuOptions::default()).unwrap();
+    assert_eq!(second.control().register_source(), "gdbstub");
+    assert_eq!(detail(&second, "gdbstub"), address);
+    let note = detail(&second, "gdbstub_socket");
+    assert!(
+        note.contains("reused") && !note.contains("warning"),
+        "{note}"
+    );
+    assert_eq!(second.control().all_registers().unwrap().len(), regs.len());
+    eprintln!("gdbstub {address}: {note}");
+
+    // QEMU gone: pausing is a control error naming the target, not a register error.
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &g.pid.to_string()])
+        .status();
+    std::thread::sleep(Duration::from_millis(300));
+    let e = second.control().pause().unwrap_err();
+    let text = e.to_string();
+    assert!(
+        matches!(e, vmi_core::error::ControlError::Pause { .. }),
+        "{text}"
+    );
+    assert!(
+        text.starts_with(&format!("pausing QEMU pid {} (qmp ", g.pid)),
+        "{text}"
+    );
+    assert!(!text.contains("vCPU"), "{text}");
+}
+
 vmi_fixtures::real_guest_tests!(
     live_5level_shared_file_2_vcpus,
     live_4level_process_memory_1_vcpu,
     live_bad_input,
+    live_gdbstub_socket_is_private_and_reused,
 );
