@@ -20,11 +20,14 @@ pub enum DumpError {
         #[source]
         source: std::io::Error,
     },
-    /// The path names something other than a regular file (a directory, a device, ...).
-    #[error("{path} is not a regular file")]
+    /// The path names something other than a regular file (a FIFO, a device, a directory...),
+    /// refused before it is opened.
+    #[error("{path} is not a regular file but {kind}: vmi reads dumps from regular files only")]
     NotARegularFile {
         /// The path.
         path: PathBuf,
+        /// What it is ("a FIFO", "a character device", ...).
+        kind: &'static str,
     },
     /// The content is no format vmi reads (ELF core, LiME, AVML, kdump), and is not a raw image either (a raw image
     /// is any other file whose size is a non-zero multiple of 4 KiB).

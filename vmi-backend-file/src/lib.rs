@@ -8,6 +8,8 @@
 //! - [`notes`]: NT_PRSTATUS, QEMU CPU state and VMCOREINFO notes, with their exact layouts.
 //! - [`registers`]: vCPU registers of an ELF core, and how EFER is inferred.
 //! - [`lime`]: the LiME parser ([`lime::parse`]) and writer ([`lime::write`]).
+//! - [`avml`]: AVML captures, LiME framing with snappy-compressed blocks, decompressed chunk
+//!   by chunk.
 //! - [`kdump`]: makedumpfile's kdump-compressed files, flat and flattened, decompressed page by
 //!   page ([`lzo`]: the LZO1X decoder they need).
 //! - [`raw`]: when a file is taken as a raw image.
@@ -23,13 +25,18 @@
 //! | content                         | format          | registers |
 //! |---------------------------------|-----------------|-----------|
 //! | `7f 45 4c 46` (ELF), `ET_CORE`  | `elf-core`      | from notes, if any |
-//! | `45 4d 69 4c` (LiME magic)      | `lime`          | none |
+//! | `45 4d 69 4c` (LiME magic)      | `lime` (`avml` if a later block is compressed) | none |
+//! | `41 56 4d 4c` (AVML magic)      | `avml`          | none |
 //! | `KDUMP   `                      | `kdump`         | from its ELF notes |
 //! | `makedumpfile` + NULs           | `kdump-flattened` | from its ELF notes |
 //! | anything else, size a non-zero multiple of 4 KiB | `raw` (from physical 0) | none |
 //! | anything else                   | [`DumpError::UnknownFormat`] | |
 //!
-//! A file that starts like ELF or LiME but is malformed is an error, never a raw image.
+//! A file that starts like one of these but is malformed is an error, never a raw image.
+//!
+//! Regular files only: a FIFO, device or directory given as a dump is refused with
+//! [`DumpError::NotARegularFile`] before it is opened (opening a FIFO would block until a
+//! writer came, which for a mistyped `--target` is forever).
 //!
 //! # Reads
 //!
@@ -52,6 +59,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod avml;
 pub mod elf;
 pub mod error;
 pub mod kdump;
@@ -91,10 +99,14 @@ pub enum DumpFormat {
     Kdump,
     /// The same, flattened (a stream of records, as QEMU 7.2 writes it).
     KdumpFlattened,
+    /// An AVML capture with snappy-compressed blocks (`avml --compress`); an uncompressed AVML
+    /// capture is LiME.
+    Avml,
 }
 
 impl DumpFormat {
-    /// The format's name in `vmi info`: "raw", "elf-core" or "lime".
+    /// The format's name in `vmi info`: "raw", "elf-core", "lime", "avml", "kdump" or
+    /// "kdump-flattened".
     pub const fn name(self) -> &'static str {
         match self {
             DumpFormat::Raw => "raw",
@@ -102,16 +114,19 @@ impl DumpFormat {
             DumpFormat::Lime => "lime",
             DumpFormat::Kdump => "kdump",
             DumpFormat::KdumpFlattened => "kdump-flattened",
+            DumpFormat::Avml => "avml",
         }
     }
 
-    /// The format announced by the first bytes of a file: ELF or LiME. Raw images have no
-    /// signature, so this never returns [`DumpFormat::Raw`].
+    /// The format announced by the first bytes of a file (ELF, LiME, AVML, kdump, flattened
+    /// kdump). Raw images have no signature, so this never returns [`DumpFormat::Raw`].
     pub fn detect(bytes: &[u8]) -> Option<DumpFormat> {
         if elf::is_elf(bytes) {
             Some(DumpFormat::ElfCore)
         } else if lime::is_lime(bytes) {
             Some(DumpFormat::Lime)
+        } else if avml::is_avml(bytes) {
+            Some(DumpFormat::Avml)
         } else if kdump::is_kdump(bytes) {
             Some(DumpFormat::Kdump)
         } else if kdump::is_flattened(bytes) {
@@ -145,6 +160,8 @@ enum Layout {
     Table(RegionTable),
     /// Compressed pages.
     Kdump(Box<kdump::Kdump>),
+    /// Snappy chunks and stored blocks.
+    Avml(Box<avml::Avml>),
 }
 
 /// What parsing a dump yields before its bytes are moved into the memory object.
@@ -181,9 +198,11 @@ impl Dump {
         // Look before opening: opening a FIFO blocks until a writer appears (forever, for a
         // mistyped --target), and a device may have side effects. The open itself does not
         // block either, should the path be swapped for a FIFO in between.
-        if !std::fs::metadata(path).map_err(io)?.is_file() {
+        let kind = file_kind(&std::fs::metadata(path).map_err(io)?);
+        if let Some(kind) = kind {
             return Err(DumpError::NotARegularFile {
                 path: path.to_owned(),
+                kind,
             });
         }
         let file = std::fs::OpenOptions::new()
@@ -192,9 +211,10 @@ impl Dump {
             .open(path)
             .map_err(io)?;
         let meta = file.metadata().map_err(io)?;
-        if !meta.is_file() {
+        if let Some(kind) = file_kind(&meta) {
             return Err(DumpError::NotARegularFile {
                 path: path.to_owned(),
+                kind,
             });
         }
         if meta.len() == 0 {
@@ -225,7 +245,7 @@ impl Dump {
     {
         let data = bytes.as_ref();
         let len = data.len() as u64;
-        let format = match format {
+        let mut format = match format {
             Some(f) => f,
             None => DumpFormat::detect(data)
                 .or_else(|| raw::is_raw_candidate(len).then_some(DumpFormat::Raw))
@@ -238,16 +258,29 @@ impl Dump {
         let mut parsed = match format {
             DumpFormat::Raw => parse_raw(data, path)?,
             DumpFormat::ElfCore => parse_elf(data)?,
-            DumpFormat::Lime => parse_lime(data)?,
+            // A LiME file whose later blocks are AVML's compressed ones (avml writes both
+            // kinds): read it as AVML.
+            DumpFormat::Lime => match parse_lime(data) {
+                Err(DumpError::BadLimeMagic {
+                    found: avml::AVML_MAGIC,
+                    ..
+                }) => {
+                    format = DumpFormat::Avml;
+                    parse_avml(data)?
+                }
+                other => other?,
+            },
+            DumpFormat::Avml => parse_avml(data)?,
             DumpFormat::Kdump | DumpFormat::KdumpFlattened => parse_kdump(data)?,
         };
         parsed
             .details
             .insert(0, ("path".into(), path.display().to_string()));
-        let slow_reads = matches!(parsed.layout, Layout::Kdump(_));
+        let slow_reads = matches!(parsed.layout, Layout::Kdump(_) | Layout::Avml(_));
         let memory: Arc<dyn PhysicalMemory> = match parsed.layout {
             Layout::Table(table) => Arc::new(MappedMemory::new(bytes, table)?),
             Layout::Kdump(k) => Arc::new(kdump::KdumpMemory::new(bytes, *k)),
+            Layout::Avml(a) => Arc::new(avml::AvmlMemory::new(bytes, *a)),
         };
         Ok(Dump {
             format,
@@ -311,6 +344,27 @@ impl fmt::Debug for Dump {
     }
 }
 
+/// None for a regular file, else what it is, for the error message.
+fn file_kind(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    Some(if t.is_file() {
+        return None;
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "not a file"
+    })
+}
+
 fn parse_raw(data: &[u8], path: &Path) -> Result<Parsed, DumpError> {
     let len = data.len() as u64;
     if len == 0 {
@@ -341,6 +395,35 @@ fn parse_lime(data: &[u8]) -> Result<Parsed, DumpError> {
             ("regions".into(), table.memory_map().len().to_string()),
         ],
         layout: Layout::Table(table),
+        registers: None,
+        vmcoreinfo: None,
+    })
+}
+
+fn parse_avml(data: &[u8]) -> Result<Parsed, DumpError> {
+    let a = avml::parse(data)?;
+    if a.memory_map().is_empty() {
+        return Err(DumpError::NoMemory);
+    }
+    Ok(Parsed {
+        details: vec![
+            (
+                "blocks".into(),
+                format!(
+                    "{} ({} snappy-compressed, {} stored)",
+                    a.blocks,
+                    a.compressed_blocks,
+                    a.blocks - a.compressed_blocks
+                ),
+            ),
+            (
+                "compression".into(),
+                "snappy (framed, CRC-32C checked)".into(),
+            ),
+            ("chunks".into(), a.chunks.to_string()),
+            ("regions".into(), a.memory_map().len().to_string()),
+        ],
+        layout: Layout::Avml(Box::new(a)),
         registers: None,
         vmcoreinfo: None,
     })
@@ -493,7 +576,7 @@ fn open_spec(rest: &str, _options: &OpenOptions) -> Result<Target, BoxError> {
 /// The `file` backend: `file:PATH` or a bare path to an existing file.
 pub static FILE_BACKEND: BackendFactory = BackendFactory {
     name: "file",
-    description: "memory dumps: ELF cores (QEMU dump-guest-memory), kdump, LiME, raw images",
+    description: "memory dumps: ELF cores (QEMU dump-guest-memory), kdump, LiME, AVML, raw images",
     spec: SpecMatch::PrefixOrPath("file"),
     open: open_spec,
 };
@@ -644,6 +727,42 @@ mod tests {
     }
 
     #[test]
+    fn avml_captures_are_detected_by_content() {
+        let data: Vec<u8> = (0..0x3000u32).map(|i| (i / 7) as u8).collect();
+        let compressed = avml::testing::compressed(&[(0x10_0000, data.clone())]);
+        let dump = Dump::from_bytes(compressed.clone()).unwrap();
+        assert_eq!(dump.format(), DumpFormat::Avml);
+        let mut got = vec![0u8; 0x3000];
+        dump.memory().read(Pa::new(0x10_0000), &mut got).unwrap();
+        assert_eq!(got, data);
+        let t = dump.into_target();
+        assert!(t.slow_reads && t.registers.is_none());
+        assert_eq!(t.format, "avml");
+        // A stored (LiME) block first, compressed ones after it: AVML, not a broken LiME.
+        let mut mixed = Vec::new();
+        avml::testing::stored(&mut mixed, 0, &[9; 0x1000]);
+        mixed.extend_from_slice(&compressed);
+        let dump = Dump::from_bytes(mixed).unwrap();
+        assert_eq!(dump.format(), DumpFormat::Avml);
+        assert_eq!(dump.memory().read_u32(Pa::new(0xffc)).unwrap(), 0x0909_0909);
+        assert_eq!(
+            dump.details()
+                .iter()
+                .find(|(k, _)| k == "blocks")
+                .map(|(_, v)| v.as_str()),
+            Some("2 (1 snappy-compressed, 1 stored)")
+        );
+        // AVML's magic with a broken block is an AVML error, not a raw image.
+        let mut bad = compressed;
+        bad.truncate(bad.len() - 8);
+        bad.resize(0x3000, 0);
+        assert!(matches!(
+            Dump::from_bytes(bad),
+            Err(DumpError::AvmlBlock { .. })
+        ));
+    }
+
+    #[test]
     fn detection() {
         // Raw: neither ELF nor LiME, size a multiple of 4 KiB.
         let dump = Dump::from_bytes(vec![0x90; 0x2000]).unwrap();
@@ -727,6 +846,56 @@ mod tests {
         .err()
         .unwrap();
         assert!(err.to_string().contains("missing"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A FIFO must be refused without opening it: opening one for reading blocks until a
+    /// writer comes. The open runs on a thread, so a regression fails in 10 s, not never.
+    #[test]
+    fn fifos_and_devices_are_refused_without_blocking() {
+        let dir =
+            std::env::temp_dir().join(format!("vmi-backend-file-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("dump.fifo");
+        let _ = std::fs::remove_file(&fifo);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        for path in [fifo.clone(), PathBuf::from("/dev/null")] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let p = path.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(Dump::open(&p).map(|_| ()));
+            });
+            let got = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("opening {} blocked", path.display()));
+            let kind = if path == fifo {
+                "a FIFO"
+            } else {
+                "a character device"
+            };
+            match got {
+                Err(e @ DumpError::NotARegularFile { .. }) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains("not a regular file") && msg.contains(kind),
+                        "{msg}"
+                    );
+                    assert!(msg.contains(&path.display().to_string()), "{msg}");
+                }
+                other => panic!("{}: {other:?}", path.display()),
+            }
+        }
+        // A symbolic link to a regular dump is a dump.
+        let elf = dir.join("guest.elf");
+        std::fs::write(&elf, qemu_elf()).unwrap();
+        let link = dir.join("link.elf");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&elf, &link).unwrap();
+        assert_eq!(Dump::open(&link).unwrap().format(), DumpFormat::ElfCore);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,0 +1,226 @@
+//! AVML captures written by Microsoft's real `avml` (crates.io `avml`, its `convert`
+//! subcommand runs the same block writer as `avml --compress` acquisition) from the files of
+//! each fixture guest's stop: its `memory.raw` (one range from physical 0, as from
+//! `/dev/crash`) and a LiME file of its ELF dump's regions (several ranges that do not start
+//! on 16 MiB boundaries, as from `/proc/kcore`). Every page of each capture must equal the ELF
+//! dump's, and a page the capture lacks must be zeros in the ELF dump (avml leaves out 16 MiB
+//! blocks that are all zeros). Captures that the fixture builder made inside a guest
+//! (`capture.avml`, `capture.avml-compressed`, `capture.lime`) are checked for being readable
+//! in full and inside the guest's RAM.
+//!
+//! `avml` is found as `$VMI_AVML` or on `$PATH` (`cargo install avml --no-default-features
+//! --features convert`); without it, the conversion part is skipped by name.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use vmi_backend_file::{lime, Dump, DumpFormat};
+use vmi_core::{MemoryError, Pa, PhysicalMemory};
+use vmi_fixtures::guests;
+
+fn avml_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("VMI_AVML") {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join("avml"))
+        .find(|p| p.is_file())
+}
+
+/// A temporary directory removed when dropped, also when the test fails.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("vmi-avml-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn convert(avml: &Path, from: &str, to: &str, src: &Path, dst: &Path) {
+    let out = Command::new(avml)
+        .args(["convert", "--source-format", from, "--format", to])
+        .arg(src)
+        .arg(dst)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", avml.display()));
+    assert!(
+        out.status.success(),
+        "avml convert {from} -> {to} of {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every page of `capture` equals `elf`'s; every ELF page below `limit` the capture lacks is
+/// zeros. With `inside`, the capture has nothing outside the ELF dump's RAM. A capture of the
+/// raw image is compared below the raw image's size only: the raw image also holds the legacy
+/// VGA/ROM window, which QEMU's ELF dump leaves out, and lacks the VGA memory above 4 GiB's
+/// hole, which the ELF dump has. Returns (pages compared, pages absent).
+fn same_memory(
+    what: &str,
+    capture: &dyn PhysicalMemory,
+    elf: &dyn PhysicalMemory,
+    inside: bool,
+    limit: u64,
+) -> (u64, u64) {
+    for r in capture.memory_map().iter().filter(|_| inside) {
+        assert!(
+            elf.memory_map()
+                .iter()
+                .any(|e| e.start <= r.start && r.end_raw() <= e.end_raw()),
+            "{what}: region {}+{:#x} is not RAM of the ELF dump",
+            r.start,
+            r.len
+        );
+    }
+    let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
+    let (mut present, mut absent) = (0u64, 0u64);
+    for r in elf.memory_map() {
+        let mut pa = r.start.raw();
+        while pa < r.end_raw().min(limit) {
+            let n = (r.end_raw().min(limit) - pa).min(4096) as usize;
+            elf.read(Pa::new(pa), &mut b[..n]).unwrap();
+            match capture.read(Pa::new(pa), &mut a[..n]) {
+                Ok(()) => {
+                    assert!(a[..n] == b[..n], "{what}: page {pa:#x} differs");
+                    present += 1;
+                }
+                Err(MemoryError::OutOfRange { .. }) => {
+                    assert!(
+                        b[..n].iter().all(|&x| x == 0),
+                        "{what}: page {pa:#x} is absent but not zeros in the ELF dump"
+                    );
+                    absent += 1;
+                }
+                Err(e) => panic!("{what}: page {pa:#x}: {e}"),
+            }
+            pa += n as u64;
+        }
+    }
+    (present, absent)
+}
+
+fn avml_captures_of_each_guest_equal_its_elf_dump() {
+    let avml = avml_binary();
+    let mut converted = 0usize;
+    let mut acquired = 0usize;
+    for g in guests() {
+        let elf = Dump::open(g.elf()).unwrap();
+        // Captures made inside the guest by the fixture builder, if any.
+        for name in ["capture.avml", "capture.avml-compressed", "capture.lime"] {
+            let path = g.dir.join(name);
+            if !path.is_file() {
+                continue;
+            }
+            let what = format!("{} {name}", g.name);
+            let dump = Dump::open(&path).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let expected = if name.ends_with("compressed") {
+                DumpFormat::Avml
+            } else {
+                DumpFormat::Lime
+            };
+            assert_eq!(dump.format(), expected, "{what}");
+            let mem = dump.memory();
+            let mut page = vec![0u8; 4096];
+            let mut pages = 0u64;
+            for r in mem.memory_map() {
+                assert!(
+                    r.end_raw() <= g.mem_bytes.max(1 << 32) + g.mem_bytes,
+                    "{what}: region {}+{:#x} beyond the guest's RAM",
+                    r.start,
+                    r.len
+                );
+                let mut pa = r.start.raw();
+                while pa < r.end_raw() {
+                    let n = (r.end_raw() - pa).min(4096) as usize;
+                    mem.read(Pa::new(pa), &mut page[..n])
+                        .unwrap_or_else(|e| panic!("{what}: {pa:#x}: {e}"));
+                    pa += n as u64;
+                    pages += 1;
+                }
+            }
+            assert!(
+                pages * 4096 >= g.mem_bytes / 2,
+                "{what}: only {pages} pages"
+            );
+            acquired += 1;
+        }
+        let Some(avml) = avml.as_deref() else {
+            continue;
+        };
+        let tmp = TempDir::new(&g.name);
+        // From the raw image: one range from 0, cut by avml into 16 MiB blocks.
+        let from_raw = tmp.0.join("raw.avml");
+        convert(avml, "raw", "lime_compressed", &g.raw(), &from_raw);
+        // From a LiME file of the ELF regions: ranges at their real starts.
+        let lime_path = tmp.0.join("regions.lime");
+        {
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&lime_path).unwrap());
+            lime::write(&mut out, elf.memory()).unwrap();
+        }
+        let from_lime = tmp.0.join("regions.avml");
+        convert(avml, "lime", "lime_compressed", &lime_path, &from_lime);
+        // And back: avml's own uncompressed output is LiME.
+        let back = tmp.0.join("back.lime");
+        convert(avml, "lime_compressed", "lime", &from_lime, &back);
+        for (path, format) in [
+            (&from_raw, DumpFormat::Avml),
+            (&from_lime, DumpFormat::Avml),
+            (&back, DumpFormat::Lime),
+        ] {
+            let what = format!("{} {}", g.name, path.file_name().unwrap().to_string_lossy());
+            let dump = Dump::open(path).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(dump.format(), format, "{what}");
+            assert!(dump.registers().is_none(), "{what}");
+            let (inside, limit) = if path == &from_raw {
+                (false, std::fs::metadata(g.raw()).unwrap().len())
+            } else {
+                (true, u64::MAX)
+            };
+            let (present, absent) = same_memory(&what, dump.memory(), elf.memory(), inside, limit);
+            assert!(
+                present * 4096 >= g.mem_bytes / 8,
+                "{what}: only {present} pages present"
+            );
+            println!("{what}: {present} pages equal the ELF dump's, {absent} absent (zeros)");
+            if format == DumpFormat::Avml {
+                let get = |k: &str| {
+                    dump.details()
+                        .iter()
+                        .find(|(key, _)| key == k)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default()
+                };
+                assert!(get("blocks").contains("snappy-compressed"), "{what}");
+                assert!(get("compression").starts_with("snappy"), "{what}");
+            }
+            converted += 1;
+        }
+    }
+    if avml.is_none() && acquired == 0 {
+        vmi_fixtures::skip(
+            "no avml binary ($VMI_AVML or avml on $PATH; cargo install avml \
+             --no-default-features --features convert) and no in-guest captures \
+             (capture.avml, capture.avml-compressed, capture.lime)",
+        );
+    } else if avml.is_some() && converted == 0 {
+        vmi_fixtures::skip("no fixture guest to convert with avml");
+    }
+    if avml.is_none() {
+        println!("avml not found: only in-guest captures checked");
+    }
+    println!("{converted} avml-written and {acquired} in-guest captures checked");
+}
+
+vmi_fixtures::real_guest_tests!(avml_captures_of_each_guest_equal_its_elf_dump,);
