@@ -566,10 +566,13 @@ fn backend_opens_real_dumps() {
         assert_eq!((t.backend, t.format.as_str()), ("file", "elf-core"));
         assert!(t.registers.as_ref().unwrap().vcpu_count() > 0);
         let details: HashMap<_, _> = t.details.iter().cloned().collect();
+        let has_vmcoreinfo = vmi_fixtures::load(&dir).unwrap().elf_has_vmcoreinfo;
+        assert_eq!(t.vmcoreinfo.is_some(), has_vmcoreinfo, "{}", dir.display());
         assert_eq!(
             details["notes"],
             format!(
-                "{n} QEMU CPU notes, {n} NT_PRSTATUS",
+                "{n} QEMU CPU notes, {n} NT_PRSTATUS{}",
+                if has_vmcoreinfo { ", VMCOREINFO" } else { "" },
                 n = t.registers.as_ref().unwrap().vcpu_count()
             )
         );

@@ -23,7 +23,14 @@ fn modules_match_proc_modules() {
                 (f[0].to_owned(), f[1].parse().unwrap(), addr)
             })
             .collect();
-        assert_eq!(truth.len(), 4, "{}", g.name);
+        // The modules init loads (and, on capture guests, lime): never an empty comparison.
+        for known in ["crc7", "crc_itu_t", "nls_ascii", "binfmt_misc"] {
+            assert!(
+                truth.iter().any(|(n, _, _)| n == known),
+                "{}: {known} not in truth/modules",
+                g.name
+            );
+        }
         let ours: Vec<(String, u64, u64)> = got
             .items
             .iter()
