@@ -406,10 +406,12 @@ fn decompress_chunk(bytes: &[u8], piece: &Piece, out: &mut [u8]) -> Result<(), P
     Ok(())
 }
 
-/// CRC-32C (Castagnoli), masked as the snappy framing format stores it.
+/// CRC-32C (Castagnoli), masked as the snappy framing format stores it. Slicing by 8 (eight
+/// 256-entry tables, built at compile time): a random 4 KiB read of a capture checks a whole
+/// 64 KiB chunk, so the byte-at-a-time loop was a third of its cost.
 pub fn masked_crc32c(data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut t = [0u32; 256];
+    const TABLES: [[u32; 256]; 8] = {
+        let mut t = [[0u32; 256]; 8];
         let mut i = 0;
         while i < 256 {
             let mut c = i as u32;
@@ -422,14 +424,37 @@ pub fn masked_crc32c(data: &[u8]) -> u32 {
                 };
                 k += 1;
             }
-            t[i] = c;
+            t[0][i] = c;
             i += 1;
+        }
+        let mut j = 1;
+        while j < 8 {
+            let mut i = 0;
+            while i < 256 {
+                let prev = t[j - 1][i];
+                t[j][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
+                i += 1;
+            }
+            j += 1;
         }
         t
     };
     let mut crc = !0u32;
-    for &b in data {
-        crc = TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        let lo = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) ^ crc;
+        let hi = u32::from_le_bytes([w[4], w[5], w[6], w[7]]);
+        crc = TABLES[7][(lo & 0xff) as usize]
+            ^ TABLES[6][((lo >> 8) & 0xff) as usize]
+            ^ TABLES[5][((lo >> 16) & 0xff) as usize]
+            ^ TABLES[4][(lo >> 24) as usize]
+            ^ TABLES[3][(hi & 0xff) as usize]
+            ^ TABLES[2][((hi >> 8) & 0xff) as usize]
+            ^ TABLES[1][((hi >> 16) & 0xff) as usize]
+            ^ TABLES[0][(hi >> 24) as usize];
+    }
+    for &b in words.remainder() {
+        crc = TABLES[0][((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
     }
     let crc = !crc;
     (crc.rotate_right(15)).wrapping_add(0xa282_ead8)
@@ -616,6 +641,35 @@ mod tests {
                 .downcast::<PageError>()
                 .unwrap(),
             e => panic!("not an I/O error: {e}"),
+        }
+    }
+
+    /// The bit-at-a-time definition, to check the sliced tables against.
+    fn crc32c_reference(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0x82f6_3b78
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        let crc = !crc;
+        crc.rotate_right(15).wrapping_add(0xa282_ead8)
+    }
+
+    #[test]
+    fn crc32c_sliced_equals_reference() {
+        let data = pattern(9, 1000);
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 999, 1000] {
+            assert_eq!(
+                masked_crc32c(&data[..len]),
+                crc32c_reference(&data[..len]),
+                "{len}"
+            );
         }
     }
 

@@ -91,3 +91,92 @@ fn eight_byte_reads() {
     // The stack target is 40 M reads/s end to end; the backend's share must be well above.
     assert!(same_region > 40e6, "{same_region:.0} reads/s");
 }
+
+/// Open time and 4 KiB random-read rate of one fixture guest's dumps: the ELF dump against its
+/// kdump files (QEMU's flattened kdump-zlib, the flat copies) and, when `$VMI_AVML` names the
+/// real avml, an AVML capture of its raw image. Reads go to the dump directly (every read
+/// decompresses) and through the session's page cache of 1024 pages, over the same random
+/// pages (a fixed LCG) of the written memory.
+#[test]
+#[ignore = "timing; run in release with fixture guests"]
+fn compressed_dumps_open_and_random_pages() {
+    use vmi_core::PageCache;
+    let Some(g) = vmi_fixtures::guests()
+        .into_iter()
+        .find(|g| !g.kdump_files.is_empty())
+    else {
+        println!("no fixture guest with kdump files");
+        return;
+    };
+    let mut files: Vec<std::path::PathBuf> = vec![g.elf()];
+    files.extend(g.kdump_files.iter().map(|n| g.dir.join(n)));
+    let tmp = std::env::temp_dir().join(format!("vmi-throughput-{}", std::process::id()));
+    if let Some(avml) = std::env::var_os("VMI_AVML") {
+        std::fs::create_dir_all(&tmp).unwrap();
+        let out = tmp.join("raw.avml");
+        let ok = std::process::Command::new(avml)
+            .args([
+                "convert",
+                "--source-format",
+                "raw",
+                "--format",
+                "lime_compressed",
+            ])
+            .arg(g.raw())
+            .arg(&out)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        files.push(out);
+    }
+    println!("guest {}", g.name);
+    for path in &files {
+        let t = Instant::now();
+        let dump = Dump::open(path).unwrap();
+        let open = t.elapsed();
+        let mem = dump.memory();
+        let pages: Vec<u64> = mem
+            .memory_map()
+            .iter()
+            .flat_map(|r| (r.start.raw() / 4096..r.end_raw() / 4096).map(|p| p * 4096))
+            .collect();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let picks: Vec<u64> = (0..20_000)
+            .map(|_| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                pages[(x >> 33) as usize % pages.len()]
+            })
+            .collect();
+        let run = |m: &dyn PhysicalMemory| {
+            let mut buf = [0u8; 4096];
+            let t = Instant::now();
+            let mut sum = 0u64;
+            for &pa in &picks {
+                m.read(Pa::new(pa), &mut buf).unwrap();
+                sum = sum.wrapping_add(u64::from(buf[pa as usize % 4096]));
+            }
+            (
+                picks.len() as f64 / t.elapsed().as_secs_f64(),
+                black_box(sum),
+            )
+        };
+        // The first pass also faults the mapped file in (cold); the second is warm.
+        let (cold, _) = run(mem);
+        let (direct, _) = run(mem);
+        let cached = PageCache::new(mem, 1024);
+        let (through_cache, _) = run(&cached);
+        println!(
+            "{:<26} {:<15} open {:>6.2} ms; 4 KiB random reads/s: cold {:>7.0}, warm {:>7.0} \
+             ({:>6.1} MiB/s), through a 1024-page cache {:>7.0}",
+            path.file_name().unwrap().to_string_lossy(),
+            dump.format().name(),
+            open.as_secs_f64() * 1e3,
+            cold,
+            direct,
+            direct * 4096.0 / (1 << 20) as f64,
+            through_cache
+        );
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
