@@ -319,7 +319,6 @@ fn check(
     );
 }
 
-#[test]
 fn a_task_list_flooded_with_a_million_tasks_ends_within_seconds_at_a_bound() {
     for (i, b) in bases().iter().enumerate() {
         let name = format!("{}: {FLOOD} made-up tasks", b.guest.name);
@@ -335,7 +334,6 @@ fn a_task_list_flooded_with_a_million_tasks_ends_within_seconds_at_a_bound() {
     }
 }
 
-#[test]
 fn a_task_list_flooded_with_a_million_bare_list_heads_ends_at_a_bound() {
     for (i, b) in bases().iter().enumerate() {
         let name = format!("{}: {FLOOD} bare list_heads", b.guest.name);
@@ -359,7 +357,6 @@ fn a_task_list_flooded_with_a_million_bare_list_heads_ends_at_a_bound() {
     }
 }
 
-#[test]
 fn made_up_tasks_sharing_a_flooded_thread_list_end_at_the_outer_bound() {
     for (i, b) in bases().iter().enumerate() {
         let name = format!(
@@ -387,7 +384,6 @@ fn made_up_tasks_sharing_a_flooded_thread_list_end_at_the_outer_bound() {
 
 /// The made-up memory itself: translated through the kernel's patched page tables, and read
 /// back as the fill function made it.
-#[test]
 fn made_up_memory_reads_back() {
     for b in bases() {
         let f = flood(b, true, false);
@@ -411,3 +407,10 @@ fn made_up_memory_reads_back() {
         assert_eq!(mem.read_va(last).unwrap(), at(0));
     }
 }
+
+vmi_fixtures::real_guest_tests!(
+    a_task_list_flooded_with_a_million_tasks_ends_within_seconds_at_a_bound,
+    a_task_list_flooded_with_a_million_bare_list_heads_ends_at_a_bound,
+    made_up_tasks_sharing_a_flooded_thread_list_end_at_the_outer_bound,
+    made_up_memory_reads_back,
+);

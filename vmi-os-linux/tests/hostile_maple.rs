@@ -205,7 +205,6 @@ fn patched_maps(i: usize, name: &str, patches: Patches) -> (Partial<Map>, usize)
 // ---------------------------------------------------------------------------------------------
 // Maple tree.
 
-#[test]
 fn maple_root_slot_pointing_to_its_own_node() {
     for (i, b) in bases().iter().enumerate() {
         let (enode, node) = b.root_node();
@@ -246,7 +245,6 @@ fn maple_root_slot_pointing_to_its_own_node() {
     }
 }
 
-#[test]
 fn maple_chain_deeper_than_the_cap() {
     for (i, b) in bases().iter().enumerate() {
         // 40 maple_range_64 nodes in low memory (reserved, never read otherwise), each with
@@ -275,7 +273,6 @@ fn maple_chain_deeper_than_the_cap() {
     }
 }
 
-#[test]
 fn maple_garbage_pivots_roots_and_types() {
     for (i, b) in bases().iter().enumerate() {
         let (enode, node) = b.root_node();
@@ -343,10 +340,10 @@ fn patched_modules(i: usize, name: &str, patches: Patches) -> (Partial<Module>, 
     })
 }
 
-#[test]
 fn module_list_cycles_are_cut() {
     for (i, b) in bases().iter().enumerate() {
-        assert_eq!(b.modules.len(), 4);
+        // Indices up to 3 are patched below: the guests load at least four modules.
+        assert!(b.modules.len() >= 4, "{}", b.guest.name);
         for (from, to) in [(2, 1), (1, 1), (3, 0)] {
             let (_, from_entry) = b.module(from);
             let (_, to_entry) = b.module(to);
@@ -367,7 +364,6 @@ fn module_list_cycles_are_cut() {
     }
 }
 
-#[test]
 fn absurd_module_names_are_listed_escaped_with_a_warning() {
     for (i, b) in bases().iter().enumerate() {
         let name_off = b.off("module", "name");
@@ -381,7 +377,7 @@ fn absurd_module_names_are_listed_escaped_with_a_warning() {
         let (got, alloc) = patched_modules(i, &name, patches);
         let w = text(&got.warnings);
         eprintln!("{name}: {w}");
-        assert_eq!(got.items.len(), 4, "{name}");
+        assert_eq!(got.items.len(), b.modules.len(), "{name}");
         assert_eq!(got.items[0].name, "A".repeat(56), "{name}");
         assert_eq!(got.items[2].name, "\\xffevil\\x0a", "{name}");
         assert_eq!(got.items[1], b.modules[1], "{name}");
@@ -411,7 +407,6 @@ fn patched_dmesg(
     })
 }
 
-#[test]
 fn absurd_ring_sizes_are_clear_errors() {
     for (i, b) in bases().iter().enumerate() {
         let count_bits = b.prb_field("desc_ring", "count_bits");
@@ -441,7 +436,6 @@ fn absurd_ring_sizes_are_clear_errors() {
     }
 }
 
-#[test]
 fn damaged_rings_give_what_is_readable() {
     for (i, b) in bases().iter().enumerate() {
         let head = b.read_u64(b.prb_field("desc_ring", "head_id"));
@@ -488,3 +482,13 @@ fn damaged_rings_give_what_is_readable() {
         assert!(w.contains("text_len 65535 exceeds"), "{name}: {w}");
     }
 }
+
+vmi_fixtures::real_guest_tests!(
+    maple_root_slot_pointing_to_its_own_node,
+    maple_chain_deeper_than_the_cap,
+    maple_garbage_pivots_roots_and_types,
+    module_list_cycles_are_cut,
+    absurd_module_names_are_listed_escaped_with_a_warning,
+    absurd_ring_sizes_are_clear_errors,
+    damaged_rings_give_what_is_readable,
+);

@@ -230,7 +230,6 @@ fn bound_warning(name: &str, log: &Partial<LogRecord>, bound: &str) {
     eprintln!("{name}: {}", capped[0]);
 }
 
-#[test]
 fn four_million_data_less_records_keep_the_newest_within_the_bound() {
     for (i, b) in bases().iter().enumerate() {
         let name = format!("{}: 2^22 data-less records", b.guest.name);
@@ -260,7 +259,6 @@ fn four_million_data_less_records_keep_the_newest_within_the_bound() {
     }
 }
 
-#[test]
 fn two_gib_of_text_keep_the_newest_within_the_text_bound() {
     for (i, b) in bases().iter().enumerate() {
         // Fewer than the 2^15 descriptors, so no block ends at the 2 GiB wrap.
@@ -295,7 +293,6 @@ fn two_gib_of_text_keep_the_newest_within_the_text_bound() {
 }
 
 /// The made-up ring read with a size the bounds do not touch: every record, as made.
-#[test]
 fn a_small_made_up_ring_reads_whole() {
     for (i, b) in bases().iter().enumerate() {
         let name = format!("{}: 2^10 data-less records", b.guest.name);
@@ -308,3 +305,9 @@ fn a_small_made_up_ring_reads_whole() {
         assert!(b.real.len() < MAX_RECORDS);
     }
 }
+
+vmi_fixtures::real_guest_tests!(
+    four_million_data_less_records_keep_the_newest_within_the_bound,
+    two_gib_of_text_keep_the_newest_within_the_text_bound,
+    a_small_made_up_ring_reads_whole,
+);

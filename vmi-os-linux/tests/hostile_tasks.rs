@@ -134,7 +134,6 @@ fn warning_text(ws: &[LinuxError]) -> String {
 
 // ---------------------------------------------------------------------------------------------
 
-#[test]
 fn task_list_cycle_is_cut() {
     for (i, b) in bases().iter().enumerate() {
         let tasks = b.off("task_struct", "tasks");
@@ -166,7 +165,6 @@ fn task_list_cycle_is_cut() {
     }
 }
 
-#[test]
 fn task_list_into_unmapped_memory() {
     for (i, b) in bases().iter().enumerate() {
         let tasks = b.off("task_struct", "tasks");
@@ -201,7 +199,6 @@ fn task_list_into_unmapped_memory() {
     }
 }
 
-#[test]
 fn garbage_comm_is_bounded_and_lossy() {
     for (i, b) in bases().iter().enumerate() {
         let comm = b.off("task_struct", "comm");
@@ -223,7 +220,6 @@ fn garbage_comm_is_bounded_and_lossy() {
     }
 }
 
-#[test]
 fn absurd_argument_areas_are_refused_without_allocating() {
     for (i, b) in bases().iter().enumerate() {
         let target = b.guest.targets()[0].pid;
@@ -280,7 +276,6 @@ fn absurd_argument_areas_are_refused_without_allocating() {
     }
 }
 
-#[test]
 fn damaged_task_fields() {
     for (i, b) in bases().iter().enumerate() {
         let bad = b.unmapped_kernel_address();
@@ -354,7 +349,6 @@ fn damaged_task_fields() {
     }
 }
 
-#[test]
 fn list_bound_is_enforced() {
     for b in bases() {
         let list = ListOffsets::resolve(b.kernel.profile()).unwrap();
@@ -376,7 +370,6 @@ fn list_bound_is_enforced() {
 
 /// Every pointer and number of a task replaced by hostile values, one at a time: each
 /// analysis ends, quickly and without a panic.
-#[test]
 fn hostile_values_never_panic_or_hang() {
     for (i, b) in bases().iter().enumerate() {
         hostile_matrix(i, b);
@@ -441,3 +434,13 @@ fn hostile_matrix(i: usize, b: &'static Base) {
         started.elapsed()
     );
 }
+
+vmi_fixtures::real_guest_tests!(
+    task_list_cycle_is_cut,
+    task_list_into_unmapped_memory,
+    garbage_comm_is_bounded_and_lossy,
+    absurd_argument_areas_are_refused_without_allocating,
+    damaged_task_fields,
+    list_bound_is_enforced,
+    hostile_values_never_panic_or_hang,
+);
