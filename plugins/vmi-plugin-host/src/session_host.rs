@@ -173,9 +173,12 @@ impl HostInterface for SessionHost<'_> {
             spec: self.session.spec().into(),
             backend: self.session.backend().into(),
             vcpus: u32::try_from(self.session.vcpu_count()).unwrap_or(u32::MAX),
+            // vCPU 0's; a target without registers (raw, LiME) has the kernel's.
             paging_mode: self
                 .session
                 .vcpu_address_space(0)
+                .ok()
+                .or(self.kernel_space)
                 .map(|s| RString::from(s.mode.to_string()))
                 .unwrap_or_default(),
             os_kind: os.as_ref().map(|o| o.kind.as_str()).unwrap_or("").into(),
