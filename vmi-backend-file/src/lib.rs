@@ -467,7 +467,6 @@ fn parse_kdump(data: &[u8]) -> Result<Parsed, DumpError> {
             },
         ),
         ("compression".into(), k.compression(data)),
-        ("release".into(), h.release.clone()),
         ("dump_level".into(), h.dump_level.to_string()),
         (
             "pages".into(),
@@ -476,7 +475,13 @@ fn parse_kdump(data: &[u8]) -> Result<Parsed, DumpError> {
                 k.written_pages, k.ram_pages, h.max_mapnr
             ),
         ),
-        ("phys_base".into(), format!("{:#x}", h.phys_base)),
+        // As the header says. Debian's QEMU 7.2 wrote values here that match neither the
+        // guest's NUMBER(phys_base) nor each other (seen on the fixture guests), so the OS
+        // layer takes phys_base from VMCOREINFO, not from here.
+        (
+            "phys_base".into(),
+            format!("{:#x} (sub header)", h.phys_base),
+        ),
         ("nr_cpus".into(), h.nr_cpus.to_string()),
         ("notes".into(), note_summary),
         (
@@ -484,6 +489,10 @@ fn parse_kdump(data: &[u8]) -> Result<Parsed, DumpError> {
             if vmcoreinfo.is_some() { "yes" } else { "no" }.into(),
         ),
     ];
+    // QEMU leaves the header's utsname empty; makedumpfile copies the kernel's.
+    if !h.release.is_empty() {
+        details.push(("release".into(), h.release.clone()));
+    }
     if let Some((lo, hi)) = h.split {
         details.push((
             "split".into(),
