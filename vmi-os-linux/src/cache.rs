@@ -57,10 +57,19 @@ pub fn cache_path(banner: &str) -> Option<PathBuf> {
     )))
 }
 
+/// Whether `$VMI_NO_CACHE` is set: the cache is then neither read nor written.
+pub fn disabled() -> bool {
+    std::env::var_os("VMI_NO_CACHE").is_some()
+}
+
 /// Saves what `kernel`'s analyses used (its profile must be recording accesses), merged with
-/// what the cache already holds. Errors are returned for the caller to report as warnings: a
-/// cache that cannot be written only costs speed.
+/// what the cache already holds; nothing when `$VMI_NO_CACHE` is set (see [`disabled`]).
+/// Errors are returned for the caller to report as warnings: a cache that cannot be written
+/// only costs speed.
 pub fn save(kernel: &Kernel) -> std::io::Result<()> {
+    if disabled() {
+        return Ok(());
+    }
     let Some(path) = cache_path(kernel.banner()) else {
         return Ok(());
     };

@@ -2,13 +2,17 @@
 //!
 //! Sources now: Volatility 3 ISF JSON (`.json`, `.json.xz`) and System.map. OS crates add
 //! in-memory sources (kallsyms, BTF, PDB) by building a `Profile` with [`Profile::insert_symbol`]
-//! and [`Profile::insert_type`]. Analyses resolve what they need once, into typed offset
-//! structs, and never look names up on hot paths.
+//! and [`Profile::insert_type`], or, for bulk sources, by attaching a [`SymbolSource`] or
+//! [`TypeSource`] that answers lookups on demand: a kernel has 100k+ symbols and 10k+ types,
+//! and an analysis asks for a few hundred of them, so copying them all into maps would cost
+//! more than everything the analysis does. Analyses resolve what they need once, into typed
+//! offset structs, and never look names up on hot paths.
 
 pub mod isf;
 mod system_map;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
@@ -150,6 +154,65 @@ impl BaseType {
     }
 }
 
+/// Symbols answered on demand, for bulk sources (a kernel's kallsyms) whose names should not
+/// all be copied into a [`Profile`]. Attach one with [`Profile::add_symbol_source`].
+///
+/// A source is immutable once attached: the same name always gives the same answer.
+pub trait SymbolSource: Send + Sync {
+    /// The symbol called `name`, if the source has it.
+    fn symbol(&self, name: &str) -> Option<&Symbol>;
+
+    /// Every symbol, each name once (bulk: for exports, not lookups).
+    fn symbols(&self) -> Box<dyn Iterator<Item = (&str, &Symbol)> + '_>;
+
+    /// The number of distinct names [`SymbolSource::symbols`] yields.
+    fn symbol_count(&self) -> usize;
+
+    /// What the source is, for `Debug` output.
+    fn describe(&self) -> String;
+}
+
+/// Structs and unions answered on demand, for bulk sources (a kernel's BTF) whose types should
+/// be converted only when asked for. Attach one with [`Profile::add_type_source`].
+///
+/// A source is immutable once attached: the same name always gives the same answer.
+pub trait TypeSource: Send + Sync {
+    /// The struct or union called `name`, if the source has it.
+    fn user_type(&self, name: &str) -> Option<&UserType>;
+
+    /// Every struct and union, each name once (bulk: converts everything).
+    fn user_types(&self) -> Box<dyn Iterator<Item = (&str, &UserType)> + '_>;
+
+    /// What the source is, for `Debug` output.
+    fn describe(&self) -> String;
+}
+
+/// The attached sources, newest last; a newer source shadows an older one.
+#[derive(Clone, Default)]
+struct Sources {
+    symbols: Vec<Arc<dyn SymbolSource>>,
+    types: Vec<Arc<dyn TypeSource>>,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources")
+            .field(
+                "symbols",
+                &self
+                    .symbols
+                    .iter()
+                    .map(|s| s.describe())
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "types",
+                &self.types.iter().map(|s| s.describe()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
 /// Which symbols and types were looked up, when recording is on (see
 /// [`Profile::record_accesses`]).
 #[derive(Default)]
@@ -183,12 +246,17 @@ impl std::fmt::Debug for AccessLog {
 }
 
 /// Symbols and types of one kernel build.
+///
+/// Items live in the profile's own maps or in attached [`SymbolSource`]s and
+/// [`TypeSource`]s. The maps come first, then the sources from newest to oldest; inserting,
+/// attaching and merging keep the rule that the item added last wins.
 #[derive(Debug, Clone, Default)]
 pub struct Profile {
     symbols: FxHashMap<String, Symbol>,
     user_types: FxHashMap<String, UserType>,
     base_types: FxHashMap<String, BaseType>,
     enums: FxHashMap<String, u64>,
+    sources: Sources,
     access_log: AccessLog,
     /// Where the profile came from, for messages.
     pub source: String,
@@ -275,6 +343,47 @@ impl Profile {
         self.base_types.insert(name.into(), ty);
     }
 
+    /// Attaches a source of symbols. It shadows older sources, and symbols inserted before of
+    /// the names it has are dropped (the source, added last, wins).
+    pub fn add_symbol_source(&mut self, source: Arc<dyn SymbolSource>) {
+        if !self.symbols.is_empty() {
+            self.symbols.retain(|name, _| source.symbol(name).is_none());
+        }
+        self.sources.symbols.push(source);
+    }
+
+    /// Attaches a source of structs and unions. It shadows older sources, and types inserted
+    /// before of the names it has are dropped (the source, added last, wins).
+    pub fn add_type_source(&mut self, source: Arc<dyn TypeSource>) {
+        if !self.user_types.is_empty() {
+            self.user_types
+                .retain(|name, _| source.user_type(name).is_none());
+        }
+        self.sources.types.push(source);
+    }
+
+    /// A symbol from the maps or the sources, without recording the access.
+    fn find_symbol(&self, name: &str) -> Option<&Symbol> {
+        self.symbols.get(name).or_else(|| {
+            self.sources
+                .symbols
+                .iter()
+                .rev()
+                .find_map(|s| s.symbol(name))
+        })
+    }
+
+    /// A user type from the maps or the sources, without recording the access.
+    fn find_user_type(&self, name: &str) -> Option<&UserType> {
+        self.user_types.get(name).or_else(|| {
+            self.sources
+                .types
+                .iter()
+                .rev()
+                .find_map(|s| s.user_type(name))
+        })
+    }
+
     /// Starts recording which symbols and types are looked up, so that
     /// [`Profile::accessed_subset`] can later keep just those (a small profile cache).
     pub fn record_accesses(&mut self) {
@@ -289,12 +398,12 @@ impl Profile {
         let accessed = log.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Profile::new(self.source.clone());
         for name in &accessed.symbols {
-            if let Some(s) = self.symbols.get(name) {
+            if let Some(s) = self.find_symbol(name) {
                 out.symbols.insert(name.clone(), s.clone());
             }
         }
         for name in &accessed.types {
-            if let Some(t) = self.user_types.get(name) {
+            if let Some(t) = self.find_user_type(name) {
                 out.user_types.insert(name.clone(), t.clone());
             }
         }
@@ -311,6 +420,13 @@ impl Profile {
     /// Adds everything `other` has; where both have an item, `other`'s wins. Used to combine
     /// sources, e.g. kallsyms symbols with BTF types.
     pub fn merge(&mut self, other: Profile) {
+        // Our own items that `other`'s sources have must give way to them.
+        for source in other.sources.symbols {
+            self.add_symbol_source(source);
+        }
+        for source in other.sources.types {
+            self.add_type_source(source);
+        }
         self.symbols.extend(other.symbols);
         self.user_types.extend(other.user_types);
         self.base_types.extend(other.base_types);
@@ -332,7 +448,7 @@ impl Profile {
         self.access_log.note(|a| {
             a.symbols.insert(name.to_owned());
         });
-        self.symbols.get(name)
+        self.find_symbol(name)
     }
 
     /// A symbol's address, or an error naming it.
@@ -342,14 +458,36 @@ impl Profile {
             .ok_or_else(|| ProfileError::MissingSymbol(name.to_owned()))
     }
 
-    /// All symbols.
+    /// All symbols, each name once (the one a lookup finds). With a source attached this
+    /// visits all of it: for exports, not lookups.
     pub fn symbols(&self) -> impl Iterator<Item = (&str, &Symbol)> {
-        self.symbols.iter().map(|(k, v)| (k.as_str(), v))
+        let own = self.symbols.iter().map(|(k, v)| (k.as_str(), v));
+        let sources = &self.sources.symbols;
+        let from_sources = sources.iter().enumerate().rev().flat_map(move |(i, s)| {
+            s.symbols().filter(move |(name, _)| {
+                !self.symbols.contains_key(*name)
+                    && sources[i + 1..]
+                        .iter()
+                        .all(|newer| newer.symbol(name).is_none())
+            })
+        });
+        own.chain(from_sources)
     }
 
-    /// Number of symbols.
+    /// Number of symbols (distinct names).
     pub fn symbol_count(&self) -> usize {
-        self.symbols.len()
+        match self.sources.symbols.as_slice() {
+            [] => self.symbols.len(),
+            [only] => {
+                let shadowed = self
+                    .symbols
+                    .keys()
+                    .filter(|k| only.symbol(k).is_some())
+                    .count();
+                self.symbols.len() + only.symbol_count() - shadowed
+            }
+            _ => self.symbols().count(),
+        }
     }
 
     /// A struct or union by name.
@@ -357,12 +495,23 @@ impl Profile {
         self.access_log.note(|a| {
             a.types.insert(name.to_owned());
         });
-        self.user_types.get(name)
+        self.find_user_type(name)
     }
 
-    /// All structs and unions.
+    /// All structs and unions, each name once (the one a lookup finds). With a source
+    /// attached this converts all of it: for exports, not lookups.
     pub fn user_types(&self) -> impl Iterator<Item = (&str, &UserType)> {
-        self.user_types.iter().map(|(k, v)| (k.as_str(), v))
+        let own = self.user_types.iter().map(|(k, v)| (k.as_str(), v));
+        let sources = &self.sources.types;
+        let from_sources = sources.iter().enumerate().rev().flat_map(move |(i, s)| {
+            s.user_types().filter(move |(name, _)| {
+                !self.user_types.contains_key(*name)
+                    && sources[i + 1..]
+                        .iter()
+                        .all(|newer| newer.user_type(name).is_none())
+            })
+        });
+        own.chain(from_sources)
     }
 
     /// Size of a struct or union, or an error naming it.
@@ -401,5 +550,140 @@ impl Profile {
             TypeRef::Bitfield { storage, .. } => self.type_size(storage),
             TypeRef::Function | TypeRef::Void => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fixed set of symbols and types, as a bulk source would give them.
+    struct Fixed {
+        symbols: Vec<(String, Symbol)>,
+        types: Vec<(String, UserType)>,
+    }
+
+    impl Fixed {
+        fn new(symbols: &[(&str, u64)], types: &[(&str, u64)]) -> Arc<Self> {
+            Arc::new(Self {
+                symbols: symbols
+                    .iter()
+                    .map(|&(n, a)| {
+                        let s = Symbol {
+                            address: a,
+                            ty: None,
+                        };
+                        (n.to_owned(), s)
+                    })
+                    .collect(),
+                types: types.iter().map(|&(n, s)| (n.to_owned(), ut(s))).collect(),
+            })
+        }
+    }
+
+    fn ut(size: u64) -> UserType {
+        UserType {
+            kind: UserTypeKind::Struct,
+            size,
+            fields: FxHashMap::default(),
+        }
+    }
+
+    impl SymbolSource for Fixed {
+        fn symbol(&self, name: &str) -> Option<&Symbol> {
+            self.symbols.iter().find(|(n, _)| n == name).map(|(_, s)| s)
+        }
+        fn symbols(&self) -> Box<dyn Iterator<Item = (&str, &Symbol)> + '_> {
+            Box::new(self.symbols.iter().map(|(n, s)| (n.as_str(), s)))
+        }
+        fn symbol_count(&self) -> usize {
+            self.symbols.len()
+        }
+        fn describe(&self) -> String {
+            "fixed".into()
+        }
+    }
+
+    impl TypeSource for Fixed {
+        fn user_type(&self, name: &str) -> Option<&UserType> {
+            self.types.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+        }
+        fn user_types(&self) -> Box<dyn Iterator<Item = (&str, &UserType)> + '_> {
+            Box::new(self.types.iter().map(|(n, t)| (n.as_str(), t)))
+        }
+        fn describe(&self) -> String {
+            "fixed".into()
+        }
+    }
+
+    fn sym(address: u64) -> Symbol {
+        Symbol { address, ty: None }
+    }
+
+    #[test]
+    fn the_item_added_last_wins() {
+        let mut p = Profile::new("test");
+        p.insert_symbol("a", sym(1));
+        p.insert_symbol("b", sym(2));
+        p.insert_type("t", ut(1));
+        let older = Fixed::new(&[("b", 20), ("c", 30), ("d", 40)], &[("t", 10), ("u", 20)]);
+        p.add_symbol_source(older.clone());
+        p.add_type_source(older);
+        // The source replaced the inserted b and t, but not a.
+        assert_eq!(p.symbol_address("a").unwrap(), 1);
+        assert_eq!(p.symbol_address("b").unwrap(), 20);
+        assert_eq!(p.struct_size("t").unwrap(), 10);
+        // Inserted after the source: wins over it.
+        p.insert_symbol("c", sym(3));
+        assert_eq!(p.symbol_address("c").unwrap(), 3);
+        // A newer source shadows an older one.
+        let newer = Fixed::new(&[("d", 400), ("e", 500)], &[("u", 200)]);
+        p.add_symbol_source(newer.clone());
+        p.add_type_source(newer);
+        assert_eq!(p.symbol_address("d").unwrap(), 400);
+        assert_eq!(p.struct_size("u").unwrap(), 200);
+        assert_eq!(p.symbol_address("e").unwrap(), 500);
+        assert!(p.symbol("nope").is_none());
+
+        // Each name once, with the address a lookup gives.
+        let mut all: Vec<(&str, u64)> = p.symbols().map(|(n, s)| (n, s.address)).collect();
+        all.sort();
+        assert_eq!(all, [("a", 1), ("b", 20), ("c", 3), ("d", 400), ("e", 500)]);
+        assert_eq!(p.symbol_count(), 5);
+        let mut types: Vec<(&str, u64)> = p.user_types().map(|(n, t)| (n, t.size)).collect();
+        types.sort();
+        assert_eq!(types, [("t", 10), ("u", 200)]);
+    }
+
+    #[test]
+    fn merging_keeps_the_rule_and_the_access_log_sees_sources() {
+        let mut base = Profile::new("kallsyms");
+        base.add_symbol_source(Fixed::new(&[("init_task", 0x10), ("prb", 0x20)], &[]));
+        base.insert_type("task_struct", ut(1));
+        let mut types = Profile::new("btf");
+        types.add_type_source(Fixed::new(
+            &[],
+            &[("task_struct", 9000), ("mm_struct", 900)],
+        ));
+        types.insert_symbol("prb", sym(0x30));
+        base.merge(types);
+        // The merged profile's source and symbol win where both have an item.
+        assert_eq!(base.struct_size("task_struct").unwrap(), 9000);
+        assert_eq!(base.symbol_address("prb").unwrap(), 0x30);
+        assert_eq!(base.symbol_address("init_task").unwrap(), 0x10);
+        assert_eq!(base.symbol_count(), 2);
+
+        base.record_accesses();
+        let _ = base.symbol("init_task");
+        let _ = base.user_type("mm_struct");
+        let _ = base.user_type("absent");
+        let used = base.accessed_subset().unwrap();
+        assert_eq!(used.symbol_address("init_task").unwrap(), 0x10);
+        assert_eq!(used.struct_size("mm_struct").unwrap(), 900);
+        assert_eq!(used.symbol_count(), 1);
+        assert_eq!(used.user_types().count(), 1);
+        // A clone shares the sources.
+        let copy = base.clone();
+        assert_eq!(copy.struct_size("task_struct").unwrap(), 9000);
     }
 }

@@ -1,6 +1,10 @@
 //! The parsed blob: an index of type records, validated once, and the queries on it.
 
-use rustc_hash::FxHashMap;
+use std::hash::Hasher;
+use std::ops::Range;
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHasher};
 
 use super::error::BtfError;
 use super::header::{self, Header};
@@ -13,7 +17,9 @@ pub const MAX_DEPTH: u32 = 32;
 /// Size of a pointer in the guest. BTF does not record it; vmi reads 64-bit kernels.
 pub const POINTER_SIZE: u64 = 8;
 
-/// A parsed BTF blob. Borrows the bytes; records are decoded on access.
+/// A parsed BTF blob. Borrows the bytes; records are decoded on access. The index parsing
+/// builds owns nothing of the bytes, so a parsed blob can be kept with them (see
+/// [`Btf::to_profile`]) and viewed again without parsing.
 ///
 /// Parsing checks everything a query relies on: header and section bounds, every record's
 /// length, every kind, every type reference (in range) and every name offset (inside the
@@ -36,18 +42,29 @@ pub const POINTER_SIZE: u64 = 8;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Btf<'a> {
-    header: Header,
     types: &'a [u8],
-    types_at: u64,
     strings: &'a [u8],
-    /// Offset in `types` of the record of type `i + 1`.
+    index: Arc<Index>,
+}
+
+/// What parsing learned about a blob, as offsets into it.
+#[derive(Debug, Clone)]
+pub(crate) struct Index {
+    header: Header,
+    /// The type section in the blob.
+    pub(crate) types_range: Range<usize>,
+    /// The string section in the blob.
+    pub(crate) strings_range: Range<usize>,
+    /// Offset in the types section of the record of type `i + 1`.
     offsets: Vec<u32>,
     /// Total number of struct/union members, the yardstick for flattening budgets.
     member_records: u64,
     /// Struct or union for each name (its own, or the typedef naming an anonymous one).
-    structs: FxHashMap<&'a str, TypeId>,
-    /// Anonymous struct, union or enum -> the first typedef that names it.
-    typedef_names: FxHashMap<TypeId, &'a str>,
+    structs: NameTable,
+    /// Anonymous struct, union or enum -> string offset of the first typedef that names it.
+    typedef_names: FxHashMap<TypeId, u32>,
+    /// Every struct and union, in id order.
+    aggregates: Vec<TypeId>,
 }
 
 /// A named field of a struct or union, with anonymous members flattened.
@@ -138,19 +155,59 @@ impl<'a> Btf<'a> {
             at += len;
         }
 
-        let mut btf = Btf {
-            header: sections.header,
+        let types_start = sections.types_at as usize;
+        let strings_start = sections.strings_at as usize;
+        let btf = Btf {
             types,
-            types_at: sections.types_at,
             strings,
-            offsets,
-            member_records,
-            structs: FxHashMap::default(),
-            typedef_names: FxHashMap::default(),
+            index: Arc::new(Index {
+                header: sections.header,
+                types_range: types_start..types_start + types.len(),
+                strings_range: strings_start..strings_start + strings.len(),
+                offsets,
+                member_records,
+                structs: NameTable::default(),
+                typedef_names: FxHashMap::default(),
+                aggregates: Vec::new(),
+            }),
         };
         btf.validate()?;
-        btf.index_names();
-        Ok(btf)
+        let (structs, typedef_names, aggregates) = btf.index_names();
+        // The only reference: unwrapping does not copy.
+        let mut index = Arc::try_unwrap(btf.index).unwrap_or_else(|shared| (*shared).clone());
+        index.structs = structs;
+        index.typedef_names = typedef_names;
+        index.aggregates = aggregates;
+        Ok(Btf {
+            types,
+            strings,
+            index: Arc::new(index),
+        })
+    }
+
+    /// A view of a blob's sections through the index of an earlier parse of the same
+    /// bytes: no parsing, no checks to repeat.
+    pub(crate) fn view(types: &'a [u8], strings: &'a [u8], index: &Arc<Index>) -> Btf<'a> {
+        Btf {
+            types,
+            strings,
+            index: Arc::clone(index),
+        }
+    }
+
+    /// The type and string sections.
+    pub(crate) fn sections(&self) -> (&'a [u8], &'a [u8]) {
+        (self.types, self.strings)
+    }
+
+    /// The index, to keep with the blob for [`Btf::view`].
+    pub(crate) fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// Every struct and union, in id order.
+    pub(crate) fn aggregates(&self) -> &[TypeId] {
+        &self.index.aggregates
     }
 
     /// Pass 2: every reference in range, every name offset inside the string section.
@@ -210,10 +267,17 @@ impl<'a> Btf<'a> {
         Ok(())
     }
 
-    /// Builds the name lookups: struct/union by name, anonymous type -> typedef name.
-    fn index_names(&mut self) {
-        let mut typedef_names = FxHashMap::default();
+    /// Builds the name lookups: struct/union by name, anonymous type -> typedef name; and
+    /// lists the structs and unions.
+    fn index_names(&self) -> (NameTable, FxHashMap<TypeId, u32>, Vec<TypeId>) {
+        let mut typedef_names: FxHashMap<TypeId, u32> = FxHashMap::default();
+        let mut aggregates = Vec::new();
         for t in self.types() {
+            match t.kind() {
+                Kind::Struct | Kind::Union => aggregates.push(t.id()),
+                Kind::Typedef => {}
+                _ => continue,
+            }
             if t.kind() != Kind::Typedef {
                 continue;
             }
@@ -224,57 +288,54 @@ impl<'a> Btf<'a> {
                 target.kind(),
                 Kind::Struct | Kind::Union | Kind::Enum | Kind::Enum64
             ) && target.name_offset() == 0;
-            if anonymous_aggregate {
-                // A name that is not UTF-8 names nothing; queries on it report the error.
-                if let Some(name) = self.name(&t).ok().filter(|n| !n.is_empty()) {
-                    typedef_names.entry(target.id()).or_insert(name);
-                }
+            // A name that is not UTF-8 names nothing; queries on it report the error.
+            if anonymous_aggregate && self.name(&t).is_ok_and(|n| !n.is_empty()) {
+                typedef_names.entry(target.id()).or_insert(t.name_offset());
             }
         }
-        self.typedef_names = typedef_names;
 
         // Several structs can share a name: keep the first complete one (a size and
         // members), else the first one.
-        let mut structs: FxHashMap<&'a str, (TypeId, bool)> = FxHashMap::default();
-        for t in self.types() {
-            if !matches!(t.kind(), Kind::Struct | Kind::Union) {
-                continue;
-            }
-            let name = match self.name(&t) {
-                Ok("") => match self.typedef_names.get(&t.id()) {
-                    Some(n) => *n,
+        let mut structs = NameTable::with_capacity(aggregates.len());
+        for &id in &aggregates {
+            let Ok(t) = self.type_by_id(id) else { continue };
+            let name_offset = match t.name_offset() {
+                0 => match typedef_names.get(&id) {
+                    Some(&n) => n,
                     None => continue,
                 },
-                Ok(n) => n,
-                Err(_) => continue,
+                n => n,
+            };
+            let Ok(name) = self.string(name_offset) else {
+                continue;
             };
             let complete = t.size_or_type() > 0 && t.vlen() > 0;
-            structs
-                .entry(name)
-                .and_modify(|e| {
-                    if !e.1 && complete {
-                        *e = (t.id(), true);
-                    }
-                })
-                .or_insert((t.id(), complete));
+            let slot = structs.entry(self.strings, name, name_offset);
+            if slot.id == 0 || (!slot.complete && complete) {
+                *slot = Slot {
+                    name: name_offset,
+                    id,
+                    complete,
+                };
+            }
         }
-        self.structs = structs.into_iter().map(|(k, (id, _))| (k, id)).collect();
+        (structs, typedef_names, aggregates)
     }
 
     /// The header.
     pub fn header(&self) -> &Header {
-        &self.header
+        &self.index.header
     }
 
     /// Number of types; valid ids are `1..=count()` (0 is `void`).
     pub fn count(&self) -> u32 {
         // At most type_len / 12 records.
-        self.offsets.len() as u32
+        self.index.offsets.len() as u32
     }
 
     /// Number of struct and union members in the blob.
     pub fn member_record_count(&self) -> u64 {
-        self.member_records
+        self.index.member_records
     }
 
     /// The type with id `id`. Id 0 (`void`) has no record and is out of range here.
@@ -284,10 +345,10 @@ impl<'a> Btf<'a> {
             count: self.count(),
         };
         let index = (id as usize).checked_sub(1).ok_or_else(out_of_range)?;
-        let at = *self.offsets.get(index).ok_or_else(out_of_range)? as usize;
+        let at = *self.index.offsets.get(index).ok_or_else(out_of_range)? as usize;
         self.record_at(id, at).ok_or_else(|| BtfError::Truncated {
             section: "type record",
-            offset: self.types_at + at as u64,
+            offset: self.index.types_range.start as u64 + at as u64,
             needed: TYPE_RECORD_LEN as u64,
         })
     }
@@ -306,7 +367,8 @@ impl<'a> Btf<'a> {
 
     /// All types, in id order.
     pub fn types(&self) -> impl Iterator<Item = Type<'a>> + '_ {
-        self.offsets
+        self.index
+            .offsets
             .iter()
             .zip(1..)
             .filter_map(|(&at, id)| self.record_at(id, at as usize))
@@ -345,14 +407,15 @@ impl<'a> Btf<'a> {
 
     /// The typedef name of an anonymous struct, union or enum (`typedef struct {..} kuid_t`).
     pub fn typedef_name(&self, id: TypeId) -> Option<&'a str> {
-        self.typedef_names.get(&id).copied()
+        let offset = *self.index.typedef_names.get(&id)?;
+        self.string(offset).ok()
     }
 
     /// A struct or union by name. An anonymous one named by a typedef (`kuid_t`, `atomic_t`)
     /// is found under the typedef's name. Where several share a name, the first with a
     /// non-zero size and members wins, else the first.
     pub fn find_struct(&self, name: &str) -> Option<Type<'a>> {
-        let id = *self.structs.get(name)?;
+        let id = self.index.structs.get(self.strings, name)?.id;
         self.type_by_id(id).ok()
     }
 
@@ -477,7 +540,10 @@ impl<'a> Btf<'a> {
     /// A budget for flattening one struct: more member visits than twice the blob's member
     /// records (plus slack) means the same anonymous type is nested over and over.
     pub(crate) fn flatten_budget(&self) -> u64 {
-        self.member_records.saturating_mul(2).saturating_add(1024)
+        self.index
+            .member_records
+            .saturating_mul(2)
+            .saturating_add(1024)
     }
 
     /// The named fields of a struct or union, anonymous members flattened: the fields of an
@@ -549,5 +615,82 @@ impl<'a> Btf<'a> {
     pub fn field_offset(&self, ty: &str, field: &str) -> Option<u64> {
         let t = self.find_struct(ty)?;
         self.field(t.id(), field).ok()?.map(|f| f.byte_offset())
+    }
+}
+
+/// An open-addressing table from names (string offsets into the blob's string section) to
+/// types: it owns no borrowed `&str`, so the index can live beside the blob.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NameTable {
+    /// A power of two, at most half full; `id == 0` marks an empty slot.
+    slots: Vec<Slot>,
+}
+
+/// One entry of a [`NameTable`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Slot {
+    /// Offset of the name in the string section.
+    pub(crate) name: u32,
+    /// The type (0: empty slot).
+    pub(crate) id: TypeId,
+    /// Whether the struct has a size and members.
+    pub(crate) complete: bool,
+}
+
+impl NameTable {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Self {
+            slots: vec![Slot::default(); (n.max(4) * 2).next_power_of_two()],
+        }
+    }
+
+    fn hash(name: &[u8]) -> usize {
+        let mut h = FxHasher::default();
+        h.write(name);
+        h.finish() as usize
+    }
+
+    /// The NUL-terminated string at `offset` of `strings`, without its NUL.
+    fn at(strings: &[u8], offset: u32) -> &[u8] {
+        let tail = strings.get(offset as usize..).unwrap_or(&[]);
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        &tail[..end]
+    }
+
+    /// The slot of `name` (whose string is at `offset`), empty if it is new.
+    pub(crate) fn entry(&mut self, strings: &[u8], name: &str, offset: u32) -> &mut Slot {
+        let mask = self.slots.len() - 1;
+        let mut at = Self::hash(name.as_bytes()) & mask;
+        loop {
+            let s = self.slots[at];
+            if s.id == 0 {
+                self.slots[at].name = offset;
+                return &mut self.slots[at];
+            }
+            if Self::at(strings, s.name) == name.as_bytes() {
+                return &mut self.slots[at];
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// The slot of `name`, if present.
+    pub(crate) fn get(&self, strings: &[u8], name: &str) -> Option<&Slot> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut at = Self::hash(name.as_bytes()) & mask;
+        // At most half full: an empty slot ends every probe.
+        loop {
+            let s = &self.slots[at];
+            if s.id == 0 {
+                return None;
+            }
+            if Self::at(strings, s.name) == name.as_bytes() {
+                return Some(s);
+            }
+            at = (at + 1) & mask;
+        }
     }
 }

@@ -27,7 +27,8 @@
 //! - [`types`]: kinds and zero-copy views of type records.
 //! - [`Btf`] (in `index`): the validated index of records and the queries (by id, by name,
 //!   sizes, members with anonymous members flattened).
-//! - `profile`: conversion into a [`vmi_core::Profile`].
+//! - `profile`: conversion into a [`vmi_core::Profile`]; `lazy`: the profile's type source,
+//!   which converts a struct when it is first looked up.
 //! - [`BtfBuilder`]: a writer of small blobs for synthetic fixtures and tests.
 //! - [`BtfError`]: what can be wrong, and where.
 //!
@@ -41,6 +42,7 @@ mod builder;
 mod error;
 pub mod header;
 mod index;
+mod lazy;
 mod profile;
 pub mod types;
 

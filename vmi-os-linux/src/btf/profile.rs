@@ -16,6 +16,7 @@
 //! holding the first bit; both give the same absolute bit.)
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use vmi_core::profile::{Field as ProfileField, TypeRef, UserType, UserTypeKind};
@@ -23,6 +24,7 @@ use vmi_core::Profile;
 
 use super::error::BtfError;
 use super::index::{Btf, Field, MAX_DEPTH};
+use super::lazy::LazyTypes;
 use super::types::{Kind, Type, TypeId};
 
 /// How many conversion errors a [`ConversionReport`] keeps.
@@ -60,21 +62,75 @@ impl ConversionReport {
 }
 
 impl<'a> Btf<'a> {
-    /// A [`Profile`] with the blob's structs, unions, base types and enums. What cannot be
-    /// converted (only in malformed blobs: reference cycles, non-UTF-8 names) is left out,
-    /// field by field; [`Btf::to_profile_with_report`] says what.
+    /// A [`Profile`] with the blob's structs, unions, base types and enums. Base types and
+    /// enums are added at once; structs and unions are converted when first looked up (a
+    /// [`vmi_core::profile::TypeSource`] holding a copy of the blob's sections), each once.
+    /// What cannot be converted (only in malformed blobs: reference cycles, non-UTF-8 names)
+    /// is left out, field by field; [`Btf::to_profile_with_report`] converts everything at
+    /// once and says what.
     pub fn to_profile(&self) -> Profile {
-        self.to_profile_with_report().0
+        let mut profile = Profile::new("BTF");
+        self.add_scalars(&mut profile, &mut ConversionReport::default());
+        profile.add_type_source(Arc::new(LazyTypes::copy_of(self)));
+        profile
     }
 
-    /// [`Btf::to_profile`], with counts and the errors of what was skipped.
+    /// [`Btf::to_profile`] of a blob it takes, so the lazy types keep the blob without
+    /// copying it.
+    pub fn profile_from_blob(blob: Vec<u8>) -> Result<Profile, BtfError> {
+        let btf = Btf::parse(&blob)?;
+        let mut profile = Profile::new("BTF");
+        btf.add_scalars(&mut profile, &mut ConversionReport::default());
+        let index = Arc::clone(btf.index());
+        profile.add_type_source(Arc::new(LazyTypes::new(blob.into_boxed_slice(), index)));
+        Ok(profile)
+    }
+
+    /// [`Btf::to_profile`], converting everything at once, with counts and the errors of what
+    /// was skipped.
     pub fn to_profile_with_report(&self) -> (Profile, ConversionReport) {
         let mut profile = Profile::new("BTF");
         let mut report = ConversionReport::default();
-        let mut base_seen: FxHashSet<&'a str> = FxHashSet::default();
-        let mut enum_seen: FxHashSet<Cow<'a, str>> = FxHashSet::default();
+        self.add_scalars(&mut profile, &mut report);
         let mut budget = self.profile_budget();
 
+        for t in self.types() {
+            if !matches!(t.kind(), Kind::Struct | Kind::Union) {
+                continue;
+            }
+            let name = match self.user_type_name(&t) {
+                Ok(name) => name,
+                Err(e) => {
+                    report.skip(e);
+                    continue;
+                }
+            };
+            let preferred = match &name {
+                // Named (by itself or a typedef): only the one the index chose.
+                Cow::Borrowed(n) => self.find_struct(n).map(|p| p.id()) == Some(t.id()),
+                Cow::Owned(_) => true,
+            };
+            if !preferred {
+                report.duplicates += 1;
+                continue;
+            }
+            match self.user_type(&t, &mut budget, &mut report) {
+                Ok(ut) => {
+                    report.user_types += 1;
+                    report.fields += ut.fields.len();
+                    profile.insert_type(name.into_owned(), ut);
+                }
+                Err(e) => report.skip(e),
+            }
+        }
+        self.add_typedef_aliases(&mut profile, &mut report);
+        (profile, report)
+    }
+
+    /// Adds the base types (integers, floats) and enums, each name once.
+    fn add_scalars(&self, profile: &mut Profile, report: &mut ConversionReport) {
+        let mut base_seen: FxHashSet<&'a str> = FxHashSet::default();
+        let mut enum_seen: FxHashSet<Cow<'a, str>> = FxHashSet::default();
         for t in self.types() {
             match t.kind() {
                 Kind::Int | Kind::Float => match self.name(&t) {
@@ -97,37 +153,9 @@ impl<'a> Btf<'a> {
                     }
                     Err(e) => report.skip(e),
                 },
-                Kind::Struct | Kind::Union => {
-                    let name = match self.user_type_name(&t) {
-                        Ok(name) => name,
-                        Err(e) => {
-                            report.skip(e);
-                            continue;
-                        }
-                    };
-                    let preferred = match &name {
-                        // Named (by itself or a typedef): only the one the index chose.
-                        Cow::Borrowed(n) => self.find_struct(n).map(|p| p.id()) == Some(t.id()),
-                        Cow::Owned(_) => true,
-                    };
-                    if !preferred {
-                        report.duplicates += 1;
-                        continue;
-                    }
-                    match self.user_type(&t, &mut budget, &mut report) {
-                        Ok(ut) => {
-                            report.user_types += 1;
-                            report.fields += ut.fields.len();
-                            profile.insert_type(name.into_owned(), ut);
-                        }
-                        Err(e) => report.skip(e),
-                    }
-                }
                 _ => {}
             }
         }
-        self.add_typedef_aliases(&mut profile, &mut report);
-        (profile, report)
     }
 
     /// Lists each struct or union also under the names of typedefs of it, unless a type of
@@ -225,7 +253,7 @@ impl<'a> Btf<'a> {
     /// A struct or union as a profile user type. A field whose type cannot be converted, or an
     /// anonymous member whose fields cannot be flattened (cycles, an exhausted budget: hostile
     /// blobs only), is left out and reported; the rest of the struct stays usable.
-    fn user_type(
+    pub(crate) fn user_type(
         &self,
         t: &Type<'a>,
         budget: &mut u64,
@@ -301,7 +329,7 @@ impl<'a> Btf<'a> {
 
     /// The member budget of one conversion: legitimate blobs flatten each anonymous type into
     /// few parents; a hostile one nesting a type over and over runs out.
-    fn profile_budget(&self) -> u64 {
+    pub(crate) fn profile_budget(&self) -> u64 {
         self.member_record_count()
             .saturating_mul(4)
             .saturating_add(65536)

@@ -724,3 +724,114 @@ fn non_utf8_struct_names_are_skipped_not_fatal() {
     assert_eq!(report.skipped, 1);
     assert!(matches!(report.errors[0], BtfError::BadString { .. }));
 }
+
+/// Compares a lazily converted profile with the full conversion: the same names, each with
+/// the same struct, and the same base types and enums.
+fn assert_same_types(what: &str, eager: &vmi_core::Profile, lazy: &vmi_core::Profile) {
+    use std::collections::BTreeMap;
+    let eager_types: BTreeMap<&str, _> = eager.user_types().collect();
+    let lazy_types: BTreeMap<&str, _> = lazy.user_types().collect();
+    assert_eq!(
+        eager_types.len(),
+        lazy_types.len(),
+        "{what}: {} user types in full, {} lazily",
+        eager_types.len(),
+        lazy_types.len()
+    );
+    for (name, ty) in &eager_types {
+        assert_eq!(lazy.user_type(name), Some(*ty), "{what}: lookup of {name}");
+        assert_eq!(lazy_types.get(name), Some(ty), "{what}: listing of {name}");
+    }
+    let sorted = |p: &vmi_core::Profile| {
+        let b: BTreeMap<String, _> = p
+            .base_types()
+            .map(|(n, b)| (n.to_owned(), b.clone()))
+            .collect();
+        let e: BTreeMap<String, u64> = p.enums().map(|(n, s)| (n.to_owned(), s)).collect();
+        (b, e)
+    };
+    assert_eq!(sorted(eager), sorted(lazy), "{what}: base types and enums");
+    assert_eq!(lazy.user_type("no_such_struct_anywhere"), None);
+}
+
+#[test]
+fn lazy_profiles_match_the_full_conversion_on_synthetic_blobs() {
+    let mut b = BtfBuilder::new();
+    let int = b.int("int", 4, true);
+    let anon = b.struct_("", 8, &[("pid", int, 0, 0), ("tgid", int, 32, 0)]);
+    b.typedef("pair_t", anon);
+    let loose = b.struct_("", 4, &[("x", int, 0, 0)]);
+    b.struct_(
+        "task_struct",
+        16,
+        &[("flags", int, 0, 0), ("", anon, 64, 0)],
+    );
+    let lock = b.struct_("spinlock", 4, &[("raw", int, 0, 0)]);
+    b.typedef("spinlock_t", lock);
+    b.typedef("spinlock_t", lock);
+    b.struct_("dup", 0, &[]);
+    b.struct_("dup", 4, &[("a", int, 0, 0)]);
+    b.union_("u", 4, &[("i", int, 0, 0), ("", loose, 0, 0)]);
+    let blob = b.build();
+    let btf = Btf::parse(&blob).unwrap();
+    let (eager, report) = btf.to_profile_with_report();
+    assert!(report.aliases >= 1 && report.duplicates >= 1, "{report:?}");
+    assert_same_types("to_profile", &eager, &btf.to_profile());
+    assert_same_types(
+        "profile_from_blob",
+        &eager,
+        &Btf::profile_from_blob(blob.clone()).unwrap(),
+    );
+    let lazy = btf.to_profile();
+    assert_eq!(lazy.field_offset("spinlock_t", "raw").unwrap(), 0);
+    assert_eq!(lazy.field_offset("pair_t", "tgid").unwrap(), 4);
+    assert_eq!(
+        lazy.field_offset(&format!("unnamed_btf_{loose}"), "x")
+            .unwrap(),
+        0
+    );
+}
+
+/// The same on every real guest's kernel BTF (one guest per kernel build).
+#[test]
+fn lazy_profiles_match_the_full_conversion_on_real_guests() {
+    use vmi_arch_x86 as _;
+    use vmi_backend_file as _;
+
+    let mut guests = vmi_fixtures::guests();
+    if guests.is_empty() {
+        vmi_fixtures::skip("no real guests under the fixtures directory");
+        return;
+    }
+    guests.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut seen = std::collections::BTreeSet::new();
+    for g in &guests {
+        let session = vmi_core::Session::open(g.elf().to_str().unwrap(), &Default::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", g.name));
+        let image = crate::kallsyms::KernelImage::locate(&session)
+            .unwrap_or_else(|e| panic!("{}: {e}", g.name));
+        if !seen.insert(image.banner().to_owned()) {
+            continue;
+        }
+        let k = image.kallsyms().unwrap();
+        let (start, stop) = (
+            k.lookup("__start_BTF").unwrap(),
+            k.lookup("__stop_BTF").unwrap(),
+        );
+        let mut blob = vec![0u8; (stop - start) as usize];
+        session
+            .virtual_memory(image.space())
+            .read_exact(vmi_core::Va::new(start), &mut blob)
+            .unwrap();
+        let btf = Btf::parse(&blob).unwrap();
+        let (eager, report) = btf.to_profile_with_report();
+        assert!(report.errors.is_empty(), "{}: {:?}", g.name, report.errors);
+        assert!(report.user_types > 1000, "{}: {report:?}", g.name);
+        println!(
+            "{}: {} user types, {} aliases, {} fields",
+            g.name, report.user_types, report.aliases, report.fields
+        );
+        assert_same_types(&g.name, &eager, &btf.to_profile());
+        assert_same_types(&g.name, &eager, &Btf::profile_from_blob(blob).unwrap());
+    }
+}

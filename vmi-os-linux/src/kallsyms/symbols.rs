@@ -1,12 +1,13 @@
 //! [`Kallsyms`]: the decoded symbol table, with name lookup and export into a [`Profile`].
 
 use std::hash::Hasher;
+use std::sync::{Arc, OnceLock};
 
 use rustc_hash::FxHasher;
-use vmi_core::profile::Symbol;
+use vmi_core::profile::{Symbol, SymbolSource};
 use vmi_core::{Profile, Va};
 
-use super::decode;
+use super::decode::{Decoded, Tables};
 use super::error::KallsymsError;
 use super::scan::TableLayout;
 
@@ -41,19 +42,21 @@ pub(crate) struct Entry {
 /// Symbols keep the kernel's order (by address). Names may repeat (static functions of the
 /// same name in different files); [`Kallsyms::lookup`] returns the first, as the kernel's
 /// `kallsyms_lookup_name()` does.
+///
+/// The tables are checked when found, but names are expanded only when needed: a lookup
+/// expands about 20 of them on kernels with `kallsyms_seqs_of_names` (6.2+, and 6.1 stable
+/// backports); [`Kallsyms::iter`], [`Kallsyms::get`] and lookups on older kernels expand all
+/// of them once. Clones share the tables.
 #[derive(Clone)]
 pub struct Kallsyms {
-    names: String,
-    entries: Vec<Entry>,
-    index: NameIndex,
-    layout: TableLayout,
+    tables: Arc<Tables>,
 }
 
 impl std::fmt::Debug for Kallsyms {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Kallsyms")
-            .field("symbols", &self.entries.len())
-            .field("layout", &self.layout)
+            .field("symbols", &self.len())
+            .field("layout", &self.tables.layout)
             .finish_non_exhaustive()
     }
 }
@@ -78,60 +81,58 @@ impl Kallsyms {
         Self::decode(bytes, &layout)
     }
 
-    /// Decodes the tables at a layout found earlier in the same `bytes`.
+    /// Decodes the tables at a layout found earlier in the same `bytes`: checks every entry
+    /// and copies the tables (a few MiB), so the result does not borrow `bytes`.
     pub fn decode(bytes: &[u8], layout: &TableLayout) -> Result<Kallsyms, KallsymsError> {
-        decode::decode(bytes, layout)
-    }
-
-    pub(crate) fn from_parts(names: String, entries: Vec<Entry>, layout: TableLayout) -> Self {
-        let mut index = NameIndex::with_capacity(entries.len());
-        for (i, e) in entries.iter().enumerate() {
-            let name = slice(&names, e);
-            index.insert_first(name.as_bytes(), i as u32, |j| {
-                slice(&names, &entries[j as usize]).as_bytes()
-            });
-        }
-        Self {
-            names,
-            entries,
-            index,
-            layout,
-        }
+        Ok(Self {
+            tables: Arc::new(Tables::check(bytes, layout)?),
+        })
     }
 
     /// Where the tables were found and how addresses are computed.
     pub fn layout(&self) -> &TableLayout {
-        &self.layout
+        &self.tables.layout
     }
 
     /// Number of symbols (`kallsyms_num_syms`).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.tables.len()
+    }
+
+    /// Whether lookups binary-search the kernel's name-sorted `kallsyms_seqs_of_names`
+    /// (expanding about 20 names each) rather than an index of all names built on the first
+    /// lookup.
+    pub fn has_name_order(&self) -> bool {
+        self.tables.has_seqs()
     }
 
     /// Whether the table is empty (a decoded kernel table never is).
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.tables.len() == 0
     }
 
-    /// The address of the first symbol called `name`.
+    /// The address of the first symbol called `name`. On kernels with
+    /// `kallsyms_seqs_of_names` this expands only the names a binary search visits.
     pub fn lookup(&self, name: &str) -> Option<u64> {
-        self.get(name).map(|s| s.address)
+        let i = self.tables.lookup(name)?;
+        self.tables.address(i).map(|(address, _)| address)
     }
 
-    /// The first symbol called `name`.
+    /// The first symbol called `name` (expands every name, once).
     pub fn get(&self, name: &str) -> Option<KernelSymbol<'_>> {
-        let i = self
+        let d = self.tables.full();
+        let i = d
             .index
-            .find(name.as_bytes(), |j| self.name(j as usize).as_bytes())?;
-        Some(self.symbol(i as usize))
+            .find(name.as_bytes(), |j| d.name(j as usize).as_bytes())?;
+        Some(symbol(d, i as usize))
     }
 
-    /// Every symbol, in the kernel's order (ascending address).
+    /// Every symbol, in the kernel's order (ascending address); expands every name, once.
     pub fn iter(
         &self,
     ) -> impl DoubleEndedIterator<Item = KernelSymbol<'_>> + ExactSizeIterator + '_ {
-        (0..self.entries.len()).map(|i| self.symbol(i))
+        let d = self.tables.full();
+        (0..d.entries.len()).map(move |i| symbol(d, i))
     }
 
     /// Adds every symbol to `profile` at its link-time address: the runtime address minus
@@ -140,26 +141,13 @@ impl Kallsyms {
     /// first symbol wins, matching [`Kallsyms::lookup`]; existing symbols of the same name are
     /// replaced.
     ///
-    /// This copies every name into the profile (about 30 ms for a 160,000-symbol kernel, most
-    /// of it allocation): for a handful of symbols, [`Kallsyms::lookup`] is cheaper.
+    /// Nothing is copied: the profile gets a [`vmi_core::profile::SymbolSource`] sharing these
+    /// tables, which answers each lookup when it is made.
     pub fn to_profile_symbols(&self, profile: &mut Profile, virtual_slide: i64) {
-        profile.reserve(self.len(), 0);
-        for (i, s) in self.iter().enumerate() {
-            // Only the first of repeated names: a later one would replace it.
-            if self
-                .index
-                .find(s.name.as_bytes(), |j| self.name(j as usize).as_bytes())
-                != Some(i as u32)
-            {
-                continue;
-            }
-            let address = if s.absolute {
-                s.address
-            } else {
-                s.address.wrapping_sub(virtual_slide as u64)
-            };
-            profile.insert_symbol(s.name, Symbol { address, ty: None });
-        }
+        profile.add_symbol_source(Arc::new(ProfileSymbols::new(
+            Arc::clone(&self.tables),
+            virtual_slide,
+        )));
     }
 
     /// A new profile holding only these symbols (see [`Kallsyms::to_profile_symbols`]).
@@ -168,40 +156,101 @@ impl Kallsyms {
         self.to_profile_symbols(&mut p, virtual_slide);
         p
     }
+}
 
-    fn name(&self, i: usize) -> &str {
-        slice(&self.names, &self.entries[i])
-    }
-
-    fn symbol(&self, i: usize) -> KernelSymbol<'_> {
-        let e = &self.entries[i];
-        KernelSymbol {
-            name: slice(&self.names, e),
-            kind: char::from(e.kind),
-            address: e.address,
-            absolute: e.absolute,
-        }
+fn symbol(d: &Decoded, i: usize) -> KernelSymbol<'_> {
+    let e = &d.entries[i];
+    KernelSymbol {
+        name: d.name(i),
+        kind: char::from(e.kind),
+        address: e.address,
+        absolute: e.absolute,
     }
 }
 
-/// The name of `e` in `names`; empty if the range were ever wrong (it is built in bounds).
-fn slice<'a>(names: &'a str, e: &Entry) -> &'a str {
-    let start = e.name_start as usize;
-    names
-        .get(start..start + usize::from(e.name_len))
-        .unwrap_or("")
+/// Symbols per block of [`ProfileSymbols`]' cache.
+const BLOCK: usize = 256;
+
+/// The kallsyms tables as a profile's symbol source: link-time addresses, computed a block of
+/// 256 symbols at a time when one of them is first asked for (a [`Symbol`] must be handed out
+/// by reference).
+struct ProfileSymbols {
+    tables: Arc<Tables>,
+    virtual_slide: i64,
+    blocks: Box<[OnceLock<Box<[Symbol]>>]>,
+}
+
+impl ProfileSymbols {
+    fn new(tables: Arc<Tables>, virtual_slide: i64) -> Self {
+        let blocks = (0..tables.len().div_ceil(BLOCK))
+            .map(|_| OnceLock::new())
+            .collect();
+        Self {
+            tables,
+            virtual_slide,
+            blocks,
+        }
+    }
+
+    /// Symbol `i` at its link-time address.
+    fn at(&self, i: usize) -> Option<&Symbol> {
+        let block = self.blocks.get(i / BLOCK)?.get_or_init(|| {
+            let first = i / BLOCK * BLOCK;
+            (first..(first + BLOCK).min(self.tables.len()))
+                .map(|j| {
+                    let (address, absolute) = self.tables.address(j).unwrap_or((0, true));
+                    Symbol {
+                        address: if absolute {
+                            address
+                        } else {
+                            address.wrapping_sub(self.virtual_slide as u64)
+                        },
+                        ty: None,
+                    }
+                })
+                .collect()
+        });
+        block.get(i % BLOCK)
+    }
+}
+
+impl SymbolSource for ProfileSymbols {
+    fn symbol(&self, name: &str) -> Option<&Symbol> {
+        self.at(self.tables.lookup(name)?)
+    }
+
+    fn symbols(&self) -> Box<dyn Iterator<Item = (&str, &Symbol)> + '_> {
+        let d = self.tables.full();
+        Box::new(
+            (0..d.entries.len())
+                .filter(|&i| d.is_first(i))
+                .filter_map(move |i| Some((d.name(i), self.at(i)?))),
+        )
+    }
+
+    fn symbol_count(&self) -> usize {
+        self.tables.full().distinct
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "kallsyms: {} symbols, slide {:#x}",
+            self.tables.len(),
+            self.virtual_slide
+        )
+    }
 }
 
 /// An open-addressing hash index from names to the first symbol index with that name. It
 /// stores only `u32`s: the names stay in the arena.
 #[derive(Debug, Clone)]
-struct NameIndex {
+pub(crate) struct NameIndex {
     /// Symbol index + 1; 0 is empty.
     slots: Vec<u32>,
 }
 
 impl NameIndex {
-    fn with_capacity(n: usize) -> Self {
+    pub(crate) fn with_capacity(n: usize) -> Self {
         let size = (n.max(8) * 2).next_power_of_two();
         Self {
             slots: vec![0; size],
@@ -214,23 +263,29 @@ impl NameIndex {
         h.finish() as usize
     }
 
-    /// Inserts `i` under `name` unless the name is already present.
-    fn insert_first<'n>(&mut self, name: &[u8], i: u32, name_of: impl Fn(u32) -> &'n [u8]) {
+    /// Inserts `i` under `name` unless the name is already present; says whether it was
+    /// inserted.
+    pub(crate) fn insert_first<'n>(
+        &mut self,
+        name: &[u8],
+        i: u32,
+        name_of: impl Fn(u32) -> &'n [u8],
+    ) -> bool {
         let mask = self.slots.len() - 1;
         let mut at = Self::hash(name) & mask;
         loop {
             match self.slots[at] {
                 0 => {
                     self.slots[at] = i + 1;
-                    return;
+                    return true;
                 }
-                s if name_of(s - 1) == name => return,
+                s if name_of(s - 1) == name => return false,
                 _ => at = (at + 1) & mask,
             }
         }
     }
 
-    fn find<'n>(&self, name: &[u8], name_of: impl Fn(u32) -> &'n [u8]) -> Option<u32> {
+    pub(crate) fn find<'n>(&self, name: &[u8], name_of: impl Fn(u32) -> &'n [u8]) -> Option<u32> {
         let mask = self.slots.len() - 1;
         let mut at = Self::hash(name) & mask;
         // The table is at most half full, so an empty slot ends every probe.
@@ -241,5 +296,74 @@ impl NameIndex {
                 _ => at = (at + 1) & mask,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vmi_arch_x86 as _;
+    use vmi_backend_file as _;
+    use vmi_core::Session;
+
+    use crate::kallsyms::KernelImage;
+
+    /// The binary search through `kallsyms_seqs_of_names` finds what the full index finds,
+    /// for every name of real kernels, and the guest's own `/proc/kallsyms` addresses, also
+    /// through the profile it feeds.
+    #[test]
+    fn lookups_agree_with_the_full_index_and_the_guests() {
+        let guests = vmi_fixtures::guests();
+        if guests.is_empty() {
+            vmi_fixtures::skip("no real guests under the fixtures directory");
+            return;
+        }
+        let mut searched = 0;
+        for g in &guests {
+            let session = Session::open(g.elf().to_str().unwrap(), &Default::default())
+                .unwrap_or_else(|e| panic!("{}: {e}", g.name));
+            let image = KernelImage::locate(&session).unwrap_or_else(|e| panic!("{}: {e}", g.name));
+            let k = image
+                .kallsyms()
+                .unwrap_or_else(|e| panic!("{}: {e}", g.name));
+            assert_eq!(k.has_name_order(), k.layout().seqs_of_names.is_some());
+            searched += usize::from(k.has_name_order());
+            let mut names = 0;
+            for s in k.iter() {
+                let first = k.get(s.name).map(|f| f.address);
+                assert_eq!(k.lookup(s.name), first, "{}: {}", g.name, s.name);
+                names += 1;
+            }
+            assert_eq!(names, k.len());
+            for missing in ["", "!", "~~~~", "init_task_", "no_such_symbol_anywhere"] {
+                assert_eq!(k.lookup(missing), None, "{}: {missing:?}", g.name);
+            }
+            let slide = image.virtual_slide();
+            let profile = k.to_profile(slide);
+            let truth = g.kallsyms();
+            assert!(
+                truth.len() >= 10,
+                "{}: {} truth symbols",
+                g.name,
+                truth.len()
+            );
+            for (name, &addr) in &truth {
+                assert_eq!(k.lookup(name), Some(addr), "{}: {name}", g.name);
+                let absolute = k.get(name).is_some_and(|s| s.absolute);
+                let link = if absolute {
+                    addr
+                } else {
+                    addr.wrapping_sub(slide as u64)
+                };
+                assert_eq!(
+                    profile.symbol_address(name).ok(),
+                    Some(link),
+                    "{}: {name}",
+                    g.name
+                );
+            }
+            assert!(profile.symbol_count() <= k.len());
+            assert_eq!(profile.symbols().count(), profile.symbol_count());
+        }
+        assert!(searched > 0, "no guest kernel has kallsyms_seqs_of_names");
     }
 }
