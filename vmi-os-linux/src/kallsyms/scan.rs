@@ -246,7 +246,8 @@ pub(crate) struct TokenTables {
 fn token_table_at(b: &[u8], al: Aligner, p: usize, budget: &Budget) -> Option<TokenTables> {
     // Cheap rejection first: index[0] is 0 and the index strictly ascends. Two candidates
     // cannot share an ascending run, so this costs O(len) over the whole scan.
-    if u16_at(b, p)? != 0 {
+    if u16_at(b, p)? != 0 || u16_at(b, p + 2)? == 0 {
+        // Runs of zeros are common in .rodata: refuse them before setting up the index.
         return None;
     }
     let mut idx = [0u16; 256];
