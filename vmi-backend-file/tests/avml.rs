@@ -46,9 +46,11 @@ fn avml_binary() -> Option<PathBuf> {
     })
 }
 
-/// The top-level `System RAM` ranges and the `Kernel code` range of a guest's `/proc/iomem`,
-/// as (first, last) inclusive.
-fn iomem(text: &str) -> (Vec<(u64, u64)>, Option<(u64, u64)>) {
+/// A physical range, (first, last) inclusive, as `/proc/iomem` writes it.
+type Range = (u64, u64);
+
+/// The top-level `System RAM` ranges and the `Kernel code` range of a guest's `/proc/iomem`.
+fn iomem(text: &str) -> (Vec<Range>, Option<Range>) {
     let range = |l: &str| {
         let (r, _) = l.trim().split_once(" : ")?;
         let (a, b) = r.split_once('-')?;

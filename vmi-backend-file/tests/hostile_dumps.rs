@@ -1,7 +1,8 @@
 //! Hostile variants of real compressed dumps: QEMU's own flattened kdump-zlib file, its flat
 //! copy by makedumpfile -R, and an AVML capture written by the real avml (a guest's in-guest
-//! `capture.avml-compressed`, else one converted with `$VMI_AVML`, see `tests/avml.rs`): truncated, with huge or overlapping records, bitmaps claiming pages beyond
-//! the file, bad compressed sizes and corrupt chunks. Each must be a precise error (at open,
+//! `capture.avml-compressed`, else one converted with `$VMI_AVML`, see `tests/avml.rs`):
+//! truncated, with huge or overlapping records, bitmaps claiming pages beyond the file, bad
+//! compressed sizes and corrupt chunks. Each must be a precise error (at open,
 //! or when the damaged page is read), never a panic, and no single allocation may exceed the
 //! size of the file.
 
