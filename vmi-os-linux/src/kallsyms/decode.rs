@@ -6,12 +6,12 @@
 //! followed by the name.
 //!
 //! Decoding is in two steps, so that a lookup does not pay for 200,000 names:
-//! 1. [`Tables::check`] walks every entry once without expanding it: markers, lengths, the
+//! 1. `Tables::check` walks every entry once without expanding it: markers, lengths, the
 //!    expanded length of each name (the sum of its tokens' lengths), every address. What it
 //!    accepts can be expanded without further failure, and it keeps a copy of the tables.
 //! 2. Names are expanded on demand: one at a time for a lookup (a binary search through
 //!    `kallsyms_seqs_of_names`, the way the kernel's own `kallsyms_lookup_name()` does), or
-//!    all at once into one arena ([`Decoded`]) for iteration and for kernels without that
+//!    all at once into one arena (`Decoded`) for iteration and for kernels without that
 //!    table.
 
 use std::ops::Range;
