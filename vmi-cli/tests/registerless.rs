@@ -110,7 +110,94 @@ fn lime_files_answer_as_the_elf_dump_does() {
     }
 }
 
+/// Memory captured from inside the running guest by the real tools (LiME's lime.ko, avml and
+/// avml --compress, minutes before the ELF dump): the kernel is found with no hint, and the
+/// known processes, their maps and heap secrets, and init's modules are all there. Each
+/// capture also holds the tool that took it, which the later truth does not.
+fn in_guest_captures_of_lime_and_avml_are_introspected_with_no_hint() {
+    let all = vmi_fixtures::select("with in-guest LiME/AVML captures", |g| {
+        !g.captures().is_empty()
+    });
+    for g in &all {
+        let cache = fresh_cache_dir("captures");
+        let elf = g.elf();
+        for c in g.captures() {
+            let what = format!("{} {:?}", g.name, c.tool);
+            let t = c.path.to_str().unwrap();
+            let run = |args: &[&str]| {
+                let mut all = vec!["--target", t];
+                all.extend_from_slice(args);
+                run_json_cached(&cache, &all)
+            };
+            let info = run(&["info"]);
+            assert_eq!(
+                info["os"]["version"],
+                g.truth("version").trim_end(),
+                "{what}"
+            );
+            assert!(
+                info["os"]["kernel_dtb_source"]
+                    .as_str()
+                    .unwrap()
+                    .contains("physical memory"),
+                "{what}"
+            );
+            let ps = run(&["ps"]);
+            let names: std::collections::BTreeMap<u64, String> = ps
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        p["pid"].as_u64().unwrap(),
+                        p["name"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            let tool = match c.tool {
+                vmi_fixtures::CaptureTool::Lime => "insmod",
+                _ => "avml",
+            };
+            assert!(
+                names.values().any(|n| n == tool),
+                "{what}: no {tool} in {names:?}"
+            );
+            assert_eq!(names.get(&1).map(String::as_str), Some("init"), "{what}");
+            for target in g.targets() {
+                let pid = target.pid.to_string();
+                assert_eq!(
+                    names.get(&u64::from(target.pid)).map(String::as_str),
+                    Some("vmi-target"),
+                    "{what}: pid {pid}"
+                );
+                let elf_maps =
+                    run_json_cached(&cache, &["--target", elf.to_str().unwrap(), "maps", &pid]);
+                assert_eq!(run(&["maps", &pid]), elf_maps, "{what}: maps {pid}");
+                let heap = format!("{:#x}", target.heap);
+                let secret = bytes_of(&run(&["read", "--pid", &pid, &heap, "32"]));
+                assert!(
+                    secret.starts_with(format!("VMI-HEAP-SECRET-{pid}").as_bytes()),
+                    "{what}: pid {pid} heap"
+                );
+            }
+            let modules = run(&["modules"]);
+            for known in ["crc7", "crc_itu_t", "nls_ascii", "binfmt_misc"] {
+                assert!(
+                    modules
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|m| m["name"] == known),
+                    "{what}: module {known}"
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+}
+
 vmi_fixtures::real_guest_tests!(
     raw_images_answer_as_the_elf_dump_does,
     lime_files_answer_as_the_elf_dump_does,
+    in_guest_captures_of_lime_and_avml_are_introspected_with_no_hint,
 );
