@@ -41,7 +41,10 @@ fn kdump_files_equal_the_elf_dump_page_for_page() {
                 // kdump's note section is the ELF dump's notes.
                 let (ra, rb) = (a.registers(i).unwrap(), b.registers(i).unwrap());
                 assert_eq!(ra, rb, "{what}: vCPU {i}");
-                assert!(ra.cr3 != 0 && ra.rip != 0, "{what}: vCPU {i} registers are empty");
+                assert!(
+                    ra.cr3 != 0 && ra.rip != 0,
+                    "{what}: vCPU {i} registers are empty"
+                );
             }
             let map = kdump.memory().memory_map().to_vec();
             assert_eq!(map, elf.memory().memory_map(), "{what}: memory map");
