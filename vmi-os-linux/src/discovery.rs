@@ -81,7 +81,9 @@ pub fn btf_types(
     session
         .virtual_memory(space)
         .read_exact(Va::new(start), &mut blob)?;
-    Ok(Btf::parse(&blob)?.to_profile())
+    // The profile keeps the blob for the types it converts on demand: hand it over rather
+    // than have it copy the 4-8 MiB again.
+    Ok(Btf::profile_from_blob(blob)?)
 }
 
 /// A kernel from a profile the user gave (`--symbols`: a Volatility 3 ISF or a System.map).
