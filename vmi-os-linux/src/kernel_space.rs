@@ -281,9 +281,7 @@ pub fn scan_physical(session: &Session) -> Result<AddressSpace, LinuxError> {
         while at < end {
             let n = (end - at).min(buf.len() as u64) as usize;
             let chunk = &mut buf[..n];
-            if mem.read(Pa::new(at), chunk).is_err() {
-                chunk.fill(0);
-            }
+            read_or_zeros(mem, at, chunk);
             scanned += n as u64;
             for off in finder.find_iter(chunk) {
                 banners += 1;
@@ -313,20 +311,22 @@ pub fn scan_physical(session: &Session) -> Result<AddressSpace, LinuxError> {
     })
 }
 
+/// Fills `buf` from physical `pa`, [`CHUNK`] by chunk; a chunk that does not read (a hole in
+/// the memory map) is left as zeros, which no banner or kallsyms table matches.
+fn read_or_zeros(mem: &dyn vmi_core::PhysicalMemory, pa: u64, buf: &mut [u8]) {
+    for (i, piece) in buf.chunks_mut(CHUNK).enumerate() {
+        if mem.read(Pa::new(pa + (i * CHUNK) as u64), piece).is_err() {
+            piece.fill(0);
+        }
+    }
+}
+
 /// The kernel's space if the kallsyms tables are in `[window, window + SCAN_WINDOW)` and name
 /// a `linux_banner` that is there too.
 fn kernel_in_window(session: &Session, window: u64) -> Result<AddressSpace, String> {
     let mem = session.memory();
     let mut bytes = vec![0u8; SCAN_WINDOW as usize];
-    let mut off = 0usize;
-    while off < bytes.len() {
-        let n = CHUNK.min(bytes.len() - off);
-        let piece = &mut bytes[off..off + n];
-        if mem.read(Pa::new(window + off as u64), piece).is_err() {
-            piece.fill(0);
-        }
-        off += n;
-    }
+    read_or_zeros(mem, window, &mut bytes);
     // Only the alignment of the base matters to the table search, and physical and virtual
     // addresses of the image agree modulo 2 MiB.
     let symbols = Kallsyms::find(&bytes, Va::new(window)).map_err(|e| e.to_string())?;
