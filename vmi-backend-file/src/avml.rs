@@ -24,7 +24,7 @@ use vmi_core::{MemoryError, MemoryRegion, Pa, PhysicalMemory};
 
 use crate::elf::Reader;
 use crate::error::{AvmlBlockError, DumpError, PageError};
-use crate::lime::{HEADER_SIZE, LIME_MAGIC, LIME_VERSION, MAX_RANGES};
+use crate::lime::{BlockHeader, HEADER_SIZE, LIME_MAGIC, LIME_VERSION};
 
 /// The magic of a compressed block ("AVML" as a little-endian u32).
 pub const AVML_MAGIC: u32 = 0x4c4d_5641;
@@ -113,22 +113,9 @@ pub fn parse(bytes: &[u8]) -> Result<Avml, DumpError> {
     let mut offset = 0u64;
     while offset < file_len {
         let index = blocks;
-        if index as u64 >= MAX_RANGES {
-            return Err(DumpError::TooManySegments {
-                count: index as u64 + 1,
-                max: MAX_RANGES,
-            });
-        }
-        let header =
-            crate::elf::slice(bytes, offset, HEADER_SIZE).ok_or(DumpError::TruncatedHeader {
-                what: "AVML block header",
-                offset,
-                needed: HEADER_SIZE,
-                file_len,
-            })?;
-        let r = Reader(header);
-        let (magic, version) = (r.u32(0), r.u32(4));
-        let (start, end_inclusive) = (r.u64(8), r.u64(16));
+        let h = BlockHeader::read(bytes, offset, index, "AVML block header")?;
+        let (magic, version) = (h.magic, h.version);
+        let (start, end_inclusive) = (h.start, h.end_inclusive);
         let block_err = |reason| DumpError::AvmlBlock {
             index,
             offset,
@@ -154,13 +141,7 @@ pub fn parse(bytes: &[u8]) -> Result<Avml, DumpError> {
                 })
             }
         }
-        if end_inclusive < start {
-            return Err(DumpError::LimeRangeInverted {
-                index,
-                start,
-                end: end_inclusive,
-            });
-        }
+        h.check_range()?;
         // The full 2^64 range saturates; no file can back it, and the checks below fail it.
         let len = (end_inclusive - start).saturating_add(1);
         // offset + 32 <= file_len here.

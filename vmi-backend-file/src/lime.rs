@@ -87,44 +87,23 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<LimeRange>, DumpError> {
     let mut offset = 0u64;
     while offset < file_len {
         let index = ranges.len();
-        if index as u64 >= MAX_RANGES {
-            return Err(DumpError::TooManySegments {
-                count: index as u64 + 1,
-                max: MAX_RANGES,
-            });
-        }
-        let header =
-            crate::elf::slice(bytes, offset, HEADER_SIZE).ok_or(DumpError::TruncatedHeader {
-                what: "LiME header",
-                offset,
-                needed: HEADER_SIZE,
-                file_len,
-            })?;
-        let r = Reader(header);
-        let magic = r.u32(0);
-        if magic != LIME_MAGIC {
+        let h = BlockHeader::read(bytes, offset, index, "LiME header")?;
+        if h.magic != LIME_MAGIC {
             return Err(DumpError::BadLimeMagic {
                 index,
                 offset,
-                found: magic,
+                found: h.magic,
             });
         }
-        let version = r.u32(4);
-        if version != LIME_VERSION {
+        if h.version != LIME_VERSION {
             return Err(DumpError::UnsupportedLimeVersion {
                 index,
                 offset,
-                version,
+                version: h.version,
             });
         }
-        let (start, end_inclusive) = (r.u64(8), r.u64(16));
-        if end_inclusive < start {
-            return Err(DumpError::LimeRangeInverted {
-                index,
-                start,
-                end: end_inclusive,
-            });
-        }
+        h.check_range()?;
+        let (start, end_inclusive) = (h.start, h.end_inclusive);
         // offset + 32 <= file_len here, so no overflow.
         let data_offset = offset + HEADER_SIZE;
         let range = LimeRange {
@@ -146,6 +125,61 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<LimeRange>, DumpError> {
         offset = data_end;
     }
     Ok(ranges)
+}
+
+/// The 32-byte header of a LiME block (and of an AVML block, which shares its layout), read
+/// but not yet judged: the caller checks magic and version, which differ between the two.
+pub(crate) struct BlockHeader {
+    pub(crate) magic: u32,
+    pub(crate) version: u32,
+    pub(crate) start: u64,
+    pub(crate) end_inclusive: u64,
+    index: usize,
+}
+
+impl BlockHeader {
+    /// The header of block `index` at `offset`: refused past [`MAX_RANGES`] blocks or when the
+    /// file ends inside it (`what` names it in the error).
+    pub(crate) fn read(
+        bytes: &[u8],
+        offset: u64,
+        index: usize,
+        what: &'static str,
+    ) -> Result<Self, DumpError> {
+        if index as u64 >= MAX_RANGES {
+            return Err(DumpError::TooManySegments {
+                count: index as u64 + 1,
+                max: MAX_RANGES,
+            });
+        }
+        let header =
+            crate::elf::slice(bytes, offset, HEADER_SIZE).ok_or(DumpError::TruncatedHeader {
+                what,
+                offset,
+                needed: HEADER_SIZE,
+                file_len: bytes.len() as u64,
+            })?;
+        let r = Reader(header);
+        Ok(Self {
+            magic: r.u32(0),
+            version: r.u32(4),
+            start: r.u64(8),
+            end_inclusive: r.u64(16),
+            index,
+        })
+    }
+
+    /// Refuses a range that ends before it starts.
+    pub(crate) fn check_range(&self) -> Result<(), DumpError> {
+        if self.end_inclusive < self.start {
+            return Err(DumpError::LimeRangeInverted {
+                index: self.index,
+                start: self.start,
+                end: self.end_inclusive,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Writes one range: a header, then `data`. Writes nothing for empty `data` (LiME cannot
