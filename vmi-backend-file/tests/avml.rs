@@ -18,33 +18,14 @@
 //! fixture cache (`cargo install avml --no-default-features --features convert`); without one,
 //! only the in-guest captures are checked (and the test is skipped by name if there are none).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use vmi_backend_file::{lime, Dump, DumpFormat};
 use vmi_core::{MemoryError, Pa, PhysicalMemory};
 use vmi_fixtures::guests;
 
-/// An avml binary that has the `convert` subcommand.
-fn avml_binary() -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = std::env::var_os("VMI_AVML") {
-        candidates.push(PathBuf::from(p));
-    }
-    if let Some(path) = std::env::var_os("PATH").and_then(|p| p.into_string().ok()) {
-        candidates.extend(path.split(':').map(|d| Path::new(d).join("avml")));
-    }
-    if let Ok(versions) = std::fs::read_dir(vmi_fixtures::fixtures_dir().join("avml")) {
-        candidates.extend(versions.flatten().map(|v| v.path().join("bin/avml")));
-    }
-    candidates.into_iter().find(|p| {
-        p.is_file()
-            && Command::new(p)
-                .args(["convert", "--help"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-    })
-}
+mod common;
+use common::avml::{avml_binary, convert};
 
 /// A physical range, (first, last) inclusive, as `/proc/iomem` writes it.
 type Range = (u64, u64);
@@ -87,21 +68,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn convert(avml: &Path, from: &str, to: &str, src: &Path, dst: &Path) {
-    let out = Command::new(avml)
-        .args(["convert", "--source-format", from, "--format", to])
-        .arg(src)
-        .arg(dst)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", avml.display()));
-    assert!(
-        out.status.success(),
-        "avml convert {from} -> {to} of {}: {}",
-        src.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Every page of `capture` equals `elf`'s; every ELF page below `limit` the capture lacks is

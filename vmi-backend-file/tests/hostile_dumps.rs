@@ -13,6 +13,8 @@ use vmi_backend_file::{Dump, DumpError, DumpFormat};
 use vmi_core::{MemoryError, Pa};
 use vmi_fixtures::guests;
 
+mod common;
+
 thread_local! {
     /// Const-initialised and without a destructor, so touching it never allocates.
     static LARGEST: Cell<usize> = const { Cell::new(0) };
@@ -230,24 +232,11 @@ fn hostile_variants_of_real_compressed_dumps() {
         .find(|p| p.is_file());
     let capture = if let Some(path) = in_guest {
         Some(std::fs::read(path).unwrap())
-    } else if let Some(avml) = std::env::var_os("VMI_AVML") {
+    } else if let Some(avml) = common::avml::avml_binary() {
         let dir = std::env::temp_dir().join(format!("vmi-hostile-avml-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let out = dir.join("raw.avml");
-        let ok = std::process::Command::new(avml)
-            .args([
-                "convert",
-                "--source-format",
-                "raw",
-                "--format",
-                "lime_compressed",
-            ])
-            .arg(g.raw())
-            .arg(&out)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "avml convert failed");
+        common::avml::convert(&avml, "raw", "lime_compressed", &g.raw(), &out);
         let bytes = std::fs::read(&out).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         Some(bytes)

@@ -8,6 +8,8 @@ use std::time::Instant;
 use vmi_backend_file::{lime, Dump};
 use vmi_core::{Pa, PhysicalMemory};
 
+mod common;
+
 /// A LiME image with QEMU's `pc` layout: low RAM, RAM above the VGA window, VRAM, BIOS.
 fn qemu_like_dump(ram: u64) -> Dump {
     let mut image = Vec::new();
@@ -111,23 +113,10 @@ fn compressed_dumps_open_and_random_pages() {
     let mut files: Vec<std::path::PathBuf> = vec![g.elf()];
     files.extend(g.kdump_files.iter().map(|n| g.dir.join(n)));
     let tmp = std::env::temp_dir().join(format!("vmi-throughput-{}", std::process::id()));
-    if let Some(avml) = std::env::var_os("VMI_AVML") {
+    if let Some(avml) = common::avml::avml_binary() {
         std::fs::create_dir_all(&tmp).unwrap();
         let out = tmp.join("raw.avml");
-        let ok = std::process::Command::new(avml)
-            .args([
-                "convert",
-                "--source-format",
-                "raw",
-                "--format",
-                "lime_compressed",
-            ])
-            .arg(g.raw())
-            .arg(&out)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        common::avml::convert(&avml, "raw", "lime_compressed", &g.raw(), &out);
         files.push(out);
     }
     println!("guest {}", g.name);
