@@ -319,17 +319,12 @@ impl Dump {
 
     /// The dump as a session target of the `file` backend.
     pub fn into_target(self) -> Target {
-        Target {
-            backend: FILE_BACKEND.name,
-            format: self.format.name().to_owned(),
-            memory: self.memory,
-            registers: self.registers.map(|r| r as Arc<dyn VcpuRegisters>),
-            control: None,
-            writer: None,
-            slow_reads: self.slow_reads,
-            vmcoreinfo: self.vmcoreinfo,
-            details: self.details,
-        }
+        Target::builder(FILE_BACKEND.name, self.format.name(), self.memory)
+            .maybe_registers(self.registers.map(|r| r as Arc<dyn VcpuRegisters>))
+            .slow_reads(self.slow_reads)
+            .vmcoreinfo(self.vmcoreinfo)
+            .details(self.details)
+            .build()
     }
 }
 

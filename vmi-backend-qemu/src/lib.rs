@@ -218,19 +218,15 @@ impl Qemu {
             .first()
             .map_or("qmp", |b| b.kind())
             .to_owned();
-        Target {
-            backend: QEMU_BACKEND.name,
-            format,
-            memory: self.memory.clone(),
-            registers: Some(self.control.clone()),
-            control: Some(self.control.clone()),
-            writer: self
-                .writable
-                .then(|| self.memory.clone() as Arc<dyn PhysicalMemoryWrite>),
-            slow_reads: false,
-            vmcoreinfo: None,
-            details: self.details,
-        }
+        let writer = self
+            .writable
+            .then(|| self.memory.clone() as Arc<dyn PhysicalMemoryWrite>);
+        Target::builder(QEMU_BACKEND.name, format, self.memory.clone())
+            .registers(self.control.clone())
+            .control(self.control.clone())
+            .writer(writer)
+            .details(self.details)
+            .build()
     }
 }
 

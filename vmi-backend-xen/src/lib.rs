@@ -127,20 +127,18 @@ pub fn open_with(
             ),
         ),
     ];
-    Ok(Target {
-        backend: XEN_BACKEND.name,
-        format: dom.kind.name().to_owned(),
-        writer: options
-            .write
-            .then(|| memory.clone() as Arc<dyn PhysicalMemoryWrite>),
-        memory: memory as Arc<dyn PhysicalMemory>,
-        registers: Some(vcpus),
-        control: Some(control),
-        // Reads are copies out of cached mappings: a page cache would only add staleness.
-        slow_reads: false,
-        vmcoreinfo: None,
-        details,
-    })
+    // Reads are copies out of cached mappings: a page cache would only add staleness.
+    let writer = options
+        .write
+        .then(|| memory.clone() as Arc<dyn PhysicalMemoryWrite>);
+    Ok(
+        Target::builder(XEN_BACKEND.name, dom.kind.name(), memory as Arc<dyn PhysicalMemory>)
+            .registers(vcpus)
+            .control(control)
+            .writer(writer)
+            .details(details)
+            .build(),
+    )
 }
 
 fn open_spec(rest: &str, options: &OpenOptions) -> Result<Target, BoxError> {

@@ -52,7 +52,7 @@ pub use memory::{MemoryRegion, PhysicalMemory, PhysicalMemoryExt, PhysicalMemory
 pub use os::{OsInfo, OsProfile};
 pub use profile::Profile;
 pub use registry::{BoxError, OpenOptions};
-pub use session::{Session, Target};
+pub use session::{HintedModule, KernelHints, Session, Target, TargetBuilder};
 pub use vcpu::{RegisterSource, SegmentRegister, VcpuRegisters, VmControl, X86Registers};
 pub use virt::VirtualMemory;
 

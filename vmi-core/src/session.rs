@@ -1,5 +1,6 @@
 //! A session: one target, composed at run time from a spec through the registry.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::addr::Va;
@@ -18,6 +19,20 @@ const TLB_BITS: u32 = 14;
 const PAGE_CACHE_PAGES: usize = 4096;
 
 /// What a backend hands to a session: the capabilities it has, nothing it lacks.
+///
+/// Built with [`Target::builder`], so that a capability added later does not break every
+/// backend: a backend names what it has and the rest stays absent.
+///
+/// ```
+/// use std::sync::Arc;
+/// use vmi_core::{memory::BufferMemory, Pa, Target};
+///
+/// let memory = Arc::new(BufferMemory::new(Pa::new(0), vec![0; 4096]));
+/// let target = Target::builder("test", "buffer", memory).detail("pages", "1").build();
+/// assert!(target.registers.is_none());
+/// assert_eq!(target.details, [("pages".to_owned(), "1".to_owned())]);
+/// ```
+#[non_exhaustive]
 pub struct Target {
     /// The backend's name.
     pub backend: &'static str,
@@ -37,8 +52,134 @@ pub struct Target {
     /// one (kdump files, ELF cores of guests with `-device vmcoreinfo`): an OS profile may use
     /// it as a shortcut and a cross-check of what it discovers.
     pub vmcoreinfo: Option<String>,
+    /// What the dump's own header says of the kernel (Windows crash dumps), for OS
+    /// detectors to start from and check against.
+    pub kernel_hints: KernelHints,
     /// Backend-specific facts for `vmi info`, as (key, value) pairs.
     pub details: Vec<(String, String)>,
+}
+
+/// Facts about the guest kernel that a dump format records in its header, in the OS's own
+/// vocabulary. Empty for formats that record none (ELF, raw, LiME, live targets).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KernelHints {
+    /// The kernel's page-table root as the header states it (PCID and flag bits included as
+    /// written: the OS profile decides what they mean).
+    pub dtb: Option<u64>,
+    /// Kernel addresses the header names, keyed by the OS's own symbol names
+    /// (`PsActiveProcessHead`, `PsLoadedModuleList`, `KdDebuggerDataBlock`, `MmPfnDatabase`).
+    pub symbols: BTreeMap<String, Va>,
+    /// The OS and version the header states (e.g. `windows 15.19041`), unchecked.
+    pub os_version: Option<String>,
+    /// Kernel modules the dump lists by itself (a triage dump's driver list), newest last.
+    pub modules: Vec<HintedModule>,
+}
+
+/// A kernel module named by a dump header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HintedModule {
+    /// The module's file name.
+    pub name: String,
+    /// Where its image starts.
+    pub base: Va,
+    /// Its image size in bytes.
+    pub size: u64,
+}
+
+impl KernelHints {
+    /// Whether the header said nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == KernelHints::default()
+    }
+}
+
+impl Target {
+    /// A target with physical memory only; add what else the backend has with the builder's
+    /// methods.
+    pub fn builder(
+        backend: &'static str,
+        format: impl Into<String>,
+        memory: Arc<dyn PhysicalMemory>,
+    ) -> TargetBuilder {
+        TargetBuilder(Target {
+            backend,
+            format: format.into(),
+            memory,
+            registers: None,
+            control: None,
+            writer: None,
+            slow_reads: false,
+            vmcoreinfo: None,
+            kernel_hints: KernelHints::default(),
+            details: Vec::new(),
+        })
+    }
+}
+
+/// Builds a [`Target`]: see [`Target::builder`].
+#[must_use]
+pub struct TargetBuilder(Target);
+
+impl TargetBuilder {
+    /// vCPU registers.
+    pub fn registers(mut self, registers: Arc<dyn VcpuRegisters>) -> Self {
+        self.0.registers = Some(registers);
+        self
+    }
+
+    /// vCPU registers, if the backend found any.
+    pub fn maybe_registers(mut self, registers: Option<Arc<dyn VcpuRegisters>>) -> Self {
+        self.0.registers = registers;
+        self
+    }
+
+    /// Pause/resume.
+    pub fn control(mut self, control: Arc<dyn VmControl>) -> Self {
+        self.0.control = Some(control);
+        self
+    }
+
+    /// Writes (only when the user asked for `--write`).
+    pub fn writer(mut self, writer: Option<Arc<dyn PhysicalMemoryWrite>>) -> Self {
+        self.0.writer = writer;
+        self
+    }
+
+    /// Whether reads are expensive enough for the session to put a page cache in front.
+    pub fn slow_reads(mut self, slow: bool) -> Self {
+        self.0.slow_reads = slow;
+        self
+    }
+
+    /// The guest's VMCOREINFO note, if the target carries one.
+    pub fn vmcoreinfo(mut self, note: Option<String>) -> Self {
+        self.0.vmcoreinfo = note;
+        self
+    }
+
+    /// What the dump header says of the kernel.
+    pub fn kernel_hints(mut self, hints: KernelHints) -> Self {
+        self.0.kernel_hints = hints;
+        self
+    }
+
+    /// One backend-specific fact for `vmi info`.
+    pub fn detail(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.0.details.push((key.into(), value.into()));
+        self
+    }
+
+    /// Backend-specific facts for `vmi info`.
+    pub fn details(mut self, details: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.0.details.extend(details);
+        self
+    }
+
+    /// The target.
+    pub fn build(self) -> Target {
+        self.0
+    }
 }
 
 /// A guest being introspected: memory, vCPUs, paging and (once detected) its OS.
@@ -133,6 +274,11 @@ impl Session {
     /// The guest kernel's VMCOREINFO note, if the target carries one.
     pub fn vmcoreinfo(&self) -> Option<&str> {
         self.target.vmcoreinfo.as_deref()
+    }
+
+    /// What the dump header says of the kernel (empty for most targets).
+    pub fn kernel_hints(&self) -> &KernelHints {
+        &self.target.kernel_hints
     }
 
     /// Backend-specific facts.

@@ -709,17 +709,9 @@ fn session(mem: vmi_core::memory::BufferMemory, cr3s: &[u64]) -> Session {
             ..Default::default()
         })
         .collect();
-    let target = Target {
-        backend: "test",
-        format: "synthetic".into(),
-        memory: Arc::new(mem),
-        registers: Some(Arc::new(Regs(regs))),
-        control: None,
-        writer: None,
-        slow_reads: false,
-        vmcoreinfo: None,
-        details: Vec::new(),
-    };
+    let target = Target::builder("test", "synthetic", Arc::new(mem))
+        .registers(Arc::new(Regs(regs)))
+        .build();
     Session::from_target("synthetic", target, Box::new(X86::new()))
 }
 

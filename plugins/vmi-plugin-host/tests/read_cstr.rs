@@ -66,17 +66,9 @@ fn session(writes: &[(u64, &[u8])]) -> Session {
         cr3: root.raw(),
         ..X86Registers::default()
     };
-    let target = Target {
-        backend: "test",
-        format: "buffer".into(),
-        memory: Arc::new(mem),
-        registers: Some(Arc::new(Regs(regs))),
-        control: None,
-        writer: None,
-        slow_reads: false,
-        vmcoreinfo: None,
-        details: Vec::new(),
-    };
+    let target = Target::builder("test", "buffer", Arc::new(mem))
+        .registers(Arc::new(Regs(regs)))
+        .build();
     Session::from_target("synthetic", target, Box::new(X86::new()))
 }
 

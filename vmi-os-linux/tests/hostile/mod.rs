@@ -175,17 +175,10 @@ pub fn synthetic_session(
     for (at, bytes) in patches {
         assert!(bytes.len() <= 4096, "a patch at {at} is longer than a page");
     }
-    let target = Target {
-        backend: "file",
-        format: "elf-core (patched)".into(),
-        memory: Arc::new(Overlay::new(memory.clone(), patches.clone(), synthetic)),
-        registers: registers.clone(),
-        control: None,
-        writer: None,
-        slow_reads: false,
-        vmcoreinfo: None,
-        details: Vec::new(),
-    };
+    let overlay = Overlay::new(memory.clone(), patches.clone(), synthetic);
+    let target = Target::builder("file", "elf-core (patched)", Arc::new(overlay))
+        .maybe_registers(registers.clone())
+        .build();
     Session::from_target("hostile", target, Box::new(vmi_arch_x86::X86::new()))
 }
 
