@@ -23,7 +23,10 @@ fn plugin_abi(c: &mut Criterion) {
     let elf = dir.join("memory.elf");
     let mut session =
         Session::open(elf.to_str().expect("UTF-8 path"), &OpenOptions::default()).expect("open");
-    session.detect_os().expect("Linux found");
+    assert!(
+        session.detect_os(&Default::default()).is_some(),
+        "Linux found"
+    );
     let kernel = vmi_os_linux::linux(&session).expect("Linux").kernel();
     // Eight words of init_task: kernel data, mapped, read through the real page tables.
     let base = kernel.symbol("init_task").expect("init_task").raw();

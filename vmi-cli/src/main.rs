@@ -39,7 +39,9 @@ struct Cli {
     /// xen:NAME|ID (each needs its backend). Default: $VMI_TARGET.
     #[arg(long, global = true, env = "VMI_TARGET", value_name = "SPEC")]
     target: Option<String>,
-    /// Symbols and types: a Volatility 3 ISF (.json, .json.xz) or a System.map. May repeat.
+    /// Symbols and types: a Volatility 3 ISF (.json, .json.xz) or a System.map; or a directory
+    /// searched for the guest kernel's symbol table by its identity (Windows: PDB GUID and
+    /// age, in Volatility 3's layout). May repeat. $VMI_SYMBOL_PATH adds directories.
     #[arg(long, global = true, value_name = "PATH")]
     symbols: Vec<std::path::PathBuf>,
     /// Output format.
@@ -65,23 +67,25 @@ enum Command {
     /// Hex-dump guest memory: virtual through a vCPU's address space, or physical.
     Read(commands::read::Args),
     /// The run-time address of a kernel symbol.
-    Symbol(commands::linux::SymbolArgs),
-    /// Write a Volatility 3 symbol table (ISF) built from the guest itself (Linux).
-    IsfExport(commands::linux::IsfExportArgs),
-    /// Processes: pid, ppid, name (task comm), uid, gid, dtb, threads, kernel thread, start.
+    Symbol(commands::os::SymbolArgs),
+    /// Write a Volatility 3 symbol table (ISF) of the guest's kernel (Linux: built from the
+    /// guest itself).
+    IsfExport(commands::os::IsfExportArgs),
+    /// Processes: pid, ppid, name, uid, gid, dtb, threads, kernel thread, start; OS-specific
+    /// fields under `os`.
     Ps,
     /// Processes as a tree.
     Pstree,
     /// The threads of a process.
-    Threads(commands::linux::PidArgs),
+    Threads(commands::os::PidArgs),
     /// A process's command line.
-    Cmdline(commands::linux::PidArgs),
+    Cmdline(commands::os::PidArgs),
     /// A process's environment.
-    Env(commands::linux::PidArgs),
+    Env(commands::os::PidArgs),
     /// A process's memory map, as /proc/PID/maps shows it.
-    Maps(commands::linux::PidArgs),
-    /// Kernel modules: name, base, size.
-    Modules,
+    Maps(commands::os::PidArgs),
+    /// Kernel modules (or, with --pid, a process's DLLs / shared libraries): name, base, size.
+    Modules(commands::os::ModulesArgs),
     /// The kernel log (the printk ring buffer).
     Dmesg,
     /// Third-party analysis plugins: run PATH.so [-- ARGS] | info PATH.so | list.

@@ -389,7 +389,7 @@ fn patched_copy(g: &Guest, cache: &Path, dir: &Path) -> (PathBuf, u64, u32) {
             .unwrap()
             .iter()
             .find(|p| p["pid"] == victim)
-            .unwrap()["task"],
+            .unwrap()["object"],
     );
     let offsets = run_plugin(&orig, cache, "hidden-tasks", &["--offsets"]);
     let tasks_off = rows(&offsets)

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use crate::addr::{Pa, Va};
 use crate::arch::PagingLevel;
+use crate::registry::BoxError;
 
 /// Reading or writing guest-physical memory failed.
 #[derive(Debug, thiserror::Error)]
@@ -268,4 +269,57 @@ pub enum SessionError {
         /// Why the mode could not be determined.
         reason: &'static str,
     },
+}
+
+/// An OS-level question could not be answered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OsError {
+    /// No OS profile is bound to the session.
+    #[error("target `{spec}`: no guest OS was identified{why}")]
+    NoOs {
+        /// The target spec.
+        spec: String,
+        /// What the detectors said (`": linux: ...; windows: ..."`), or empty.
+        why: String,
+    },
+    /// The bound OS profile cannot answer this kind of question.
+    #[error("target `{spec}`: the {os} profile cannot list {capability}")]
+    Lacks {
+        /// The target spec.
+        spec: String,
+        /// The OS kind (`linux`, `windows`).
+        os: String,
+        /// What was asked (`threads`, `kernel log records`, ...).
+        capability: &'static str,
+    },
+    /// No process has this pid.
+    #[error("no process with pid {0}")]
+    NoSuchProcess(u32),
+    /// The process has no address space of its own (a kernel thread, System).
+    #[error("process {pid} has no user address space")]
+    NoAddressSpace {
+        /// The process.
+        pid: u32,
+    },
+    /// The profile loaded from the cache lacks something this question needs: discovering
+    /// the full profile again answers it.
+    #[error("the cached profile lacks what this needs: {0}")]
+    IncompleteProfile(#[source] BoxError),
+    /// Guest memory could not be read.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// The symbol or type table lacks something.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// The OS crate's own error.
+    #[error(transparent)]
+    Os(BoxError),
+}
+
+impl OsError {
+    /// Wraps an OS crate's own error.
+    pub fn os(e: impl Into<BoxError>) -> OsError {
+        OsError::Os(e.into())
+    }
 }

@@ -11,7 +11,8 @@
 //! - [`profile`]: symbols and types from Volatility 3 ISF and System.map.
 //! - [`registry`], [`session`]: backends, architectures and OS detectors join a registry by
 //!   themselves; a [`Session`] is composed from a target spec at run time.
-//! - [`os`]: the [`OsProfile`] an OS crate binds to a session.
+//! - [`os`]: the OS-neutral layer: the [`OsProfile`] an OS crate binds to a session and the
+//!   capability traits analyses go through (processes, modules, regions, symbols, ...).
 //! - [`error`]: one error enum per domain.
 //!
 //! ```
@@ -47,9 +48,9 @@ pub use arch::{
     Translation, WalkStep,
 };
 pub use cache::{PageCache, Tlb};
-pub use error::{MemoryError, ProfileError, SessionError, TranslationError, VcpuError};
+pub use error::{MemoryError, OsError, ProfileError, SessionError, TranslationError, VcpuError};
 pub use memory::{MemoryRegion, PhysicalMemory, PhysicalMemoryExt, PhysicalMemoryWrite};
-pub use os::{OsInfo, OsProfile};
+pub use os::{Confidence, DetectOptions, Detection, OsInfo, OsProfile, Partial};
 pub use profile::Profile;
 pub use registry::{BoxError, OpenOptions};
 pub use session::{HintedModule, KernelHints, Session, Target, TargetBuilder};

@@ -9,7 +9,7 @@ use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::arch::Architecture;
-use crate::os::OsProfile;
+use crate::os::{DetectOptions, Detection};
 use crate::session::{Session, Target};
 
 /// A boxed error from a backend or OS crate's own error enum.
@@ -43,8 +43,8 @@ pub struct BackendFactory {
     pub open: fn(rest: &str, options: &OpenOptions) -> Result<Target, BoxError>,
 }
 
-/// What an OS detector runs: `Ok(None)` when the guest is not its OS.
-pub type DetectFn = fn(&Session) -> Result<Option<Box<dyn OsProfile>>, BoxError>;
+/// What an OS detector runs: whether the guest runs its OS, how sure it is, or why not.
+pub type DetectFn = fn(&Session, &DetectOptions) -> Detection;
 
 /// An OS detector: recognises a guest OS and binds its profile.
 pub struct OsDetector {
@@ -52,7 +52,8 @@ pub struct OsDetector {
     pub name: &'static str,
     /// One line for `vmi --help` and `vmi info`.
     pub description: &'static str,
-    /// Returns `Ok(None)` when the guest is not this OS.
+    /// Says whether the guest runs this OS. It must be cheap when the guest does not (every
+    /// detector runs on every target) and never fail for another OS's guest.
     pub detect: DetectFn,
 }
 

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use crate::addr::Va;
 use crate::arch::{AddressSpace, Architecture, PageWalk, PagingMode, Translation};
 use crate::cache::{PageCache, Tlb};
+use crate::error::OsError;
 use crate::error::{SessionError, TranslationError};
 use crate::memory::{PhysicalMemory, PhysicalMemoryWrite};
-use crate::os::OsProfile;
-use crate::registry::{self, BoxError, OpenOptions, SpecMatch};
+use crate::os::{Confidence, DetectOptions, Detection, DetectionReport, OsProfile};
+use crate::registry::{self, OpenOptions, OsDetector, SpecMatch};
 use crate::vcpu::{VcpuRegisters, VmControl, X86Registers};
 use crate::virt::VirtualMemory;
 
@@ -189,6 +190,7 @@ pub struct Session {
     memory: Arc<dyn PhysicalMemory>,
     arch: Tlb<Box<dyn Architecture>>,
     os: Option<Box<dyn OsProfile>>,
+    detections: Vec<DetectionReport>,
 }
 
 impl Session {
@@ -253,6 +255,7 @@ impl Session {
             memory,
             arch: Tlb::new(arch, TLB_BITS),
             os: None,
+            detections: Vec::new(),
         }
     }
 
@@ -359,22 +362,92 @@ impl Session {
         self.os.as_deref()
     }
 
-    /// Tries each registered OS detector in turn and binds the first profile found.
-    /// Errors of detectors that recognised their OS but failed are returned; detectors that
-    /// do not recognise the guest are skipped.
-    pub fn detect_os(&mut self) -> Result<Option<&dyn OsProfile>, BoxError> {
-        if self.os.is_none() {
-            for detector in registry::OS_DETECTORS.items() {
-                if let Some(profile) = (detector.detect)(self)? {
-                    self.os = Some(profile);
-                    break;
-                }
-            }
-        }
-        Ok(self.os.as_deref())
+    /// A capability of the bound OS (`|os| os.processes()`), or an error naming the target and
+    /// what is missing: no OS identified (with what each detector said), or an OS that cannot
+    /// answer `what` (`"threads"`).
+    pub fn os_capability<'s, T: ?Sized + 's>(
+        &'s self,
+        what: &'static str,
+        get: impl FnOnce(&'s dyn OsProfile) -> Option<&'s T>,
+    ) -> Result<&'s T, OsError> {
+        let os = self.identified_os()?;
+        get(os).ok_or_else(|| OsError::Lacks {
+            spec: self.spec.clone(),
+            os: os.info().kind,
+            capability: what,
+        })
     }
 
-    /// Binds an OS profile built by the caller (e.g. from `--symbols`).
+    /// The bound OS profile, or an error saying what each detector found instead.
+    pub fn identified_os(&self) -> Result<&dyn OsProfile, OsError> {
+        self.os().ok_or_else(|| OsError::NoOs {
+            spec: self.spec.clone(),
+            why: self.detection_summary(),
+        })
+    }
+
+    /// `" (linux: why; windows: why)"` from the last detection, or empty.
+    fn detection_summary(&self) -> String {
+        let parts: Vec<String> = self
+            .detections
+            .iter()
+            .map(|d| format!("{}: {}", d.detector, d.reason))
+            .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join("; "))
+        }
+    }
+
+    /// Runs every registered OS detector and binds the surest profile found (on a tie, the
+    /// detector whose name sorts first, so registration order never matters). A detector
+    /// that fails does not hide the others: what each said is kept for
+    /// [`Session::detections`]. Returns the bound profile, if any detector found its OS.
+    pub fn detect_os(&mut self, options: &DetectOptions) -> Option<&dyn OsProfile> {
+        let mut best: Option<(Confidence, &'static str, Box<dyn OsProfile>)> = None;
+        let mut reports = Vec::new();
+        let mut detectors: Vec<&OsDetector> = registry::OS_DETECTORS.items().to_vec();
+        detectors.sort_by_key(|d| d.name);
+        for detector in detectors {
+            let (outcome, confidence, reason) = match (detector.detect)(self, options) {
+                Detection::Found {
+                    profile,
+                    confidence,
+                } => {
+                    let surer = best.as_ref().is_none_or(|(c, _, _)| confidence > *c);
+                    if surer {
+                        best = Some((confidence, detector.name, profile));
+                    }
+                    ("found", Some(confidence), String::new())
+                }
+                Detection::NotThisOs(why) => ("not-this-os", None, why),
+                Detection::Failed(e) => ("failed", None, e.to_string()),
+            };
+            reports.push(DetectionReport {
+                detector: detector.name,
+                outcome,
+                confidence,
+                reason,
+                bound: false,
+            });
+        }
+        if let Some((_, name, profile)) = best {
+            for r in &mut reports {
+                r.bound = r.detector == name;
+            }
+            self.os = Some(profile);
+        }
+        self.detections = reports;
+        self.os.as_deref()
+    }
+
+    /// What each OS detector said at the last [`Session::detect_os`].
+    pub fn detections(&self) -> &[DetectionReport] {
+        &self.detections
+    }
+
+    /// Binds an OS profile built by the caller.
     pub fn set_os(&mut self, profile: Box<dyn OsProfile>) {
         self.os = Some(profile);
     }

@@ -33,9 +33,7 @@ pub use analysis::dmesg::dmesg;
 pub use analysis::maps::{maps, Map};
 pub use analysis::modules::{modules, Module};
 pub use analysis::process_memory::{cmdline, environ, read_process};
-pub use analysis::ps::{
-    find_process, process_space, process_tree, processes, threads, Process, Thread, TreeNode,
-};
+pub use analysis::ps::{find_process, process_space, processes, threads, Process, Thread};
 pub use comps::printk::LogRecord;
 pub use discovery::discover;
 pub use error::LinuxError;

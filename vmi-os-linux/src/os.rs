@@ -1,11 +1,18 @@
-//! Binding to vmi-core: the Linux [`OsProfile`] and its self-registering detector.
+//! Binding to vmi-core: the Linux [`OsProfile`], the OS-neutral capabilities it answers, and
+//! its self-registering detector.
 
 use std::any::Any;
 
 use std::collections::BTreeMap;
+use vmi_core::os::{
+    self, Detail, Details, IsfExport, KernelLog, KernelModules, KernelSymbols, MemoryRegions,
+    ProcessArguments, Processes, SymbolTableExport, Threads,
+};
 use vmi_core::registry::{BoxError, OsDetector};
-
-use vmi_core::{AddressSpace, OsInfo, OsProfile, Session, Va};
+use vmi_core::{
+    AddressSpace, Confidence, DetectOptions, Detection, OsError, OsInfo, OsProfile, Partial,
+    Profile, Session, Va,
+};
 
 use crate::kallsyms::KallsymsError;
 use crate::kernel::Kernel;
@@ -86,6 +93,218 @@ impl OsProfile for LinuxOs {
     fn as_any(&self) -> &dyn Any {
         self
     }
+
+    fn processes(&self) -> Option<&dyn Processes> {
+        Some(self)
+    }
+
+    fn threads(&self) -> Option<&dyn Threads> {
+        Some(self)
+    }
+
+    fn kernel_modules(&self) -> Option<&dyn KernelModules> {
+        Some(self)
+    }
+
+    fn regions(&self) -> Option<&dyn MemoryRegions> {
+        Some(self)
+    }
+
+    fn arguments(&self) -> Option<&dyn ProcessArguments> {
+        Some(self)
+    }
+
+    fn symbols(&self) -> Option<&dyn KernelSymbols> {
+        Some(self)
+    }
+
+    fn kernel_log(&self) -> Option<&dyn KernelLog> {
+        Some(self)
+    }
+
+    fn symbol_table_export(&self) -> Option<&dyn SymbolTableExport> {
+        Some(self)
+    }
+
+    fn save_cache(&self) -> Result<(), BoxError> {
+        Ok(cache::save(&self.kernel)?)
+    }
+}
+
+impl LinuxOs {
+    /// The OS-neutral form of `e`: a symbol, type or field missing from a cached profile
+    /// says that full discovery would answer.
+    fn neutral(&self, e: LinuxError) -> OsError {
+        match e {
+            e if self.from_cache && e.is_missing_profile_item() => {
+                OsError::IncompleteProfile(Box::new(e))
+            }
+            LinuxError::NoSuchProcess(pid) => OsError::NoSuchProcess(pid),
+            LinuxError::NoAddressSpace { pid } => OsError::NoAddressSpace { pid },
+            LinuxError::Memory(e) => OsError::Memory(e),
+            e => OsError::os(e),
+        }
+    }
+
+    fn neutral_partial<T, U>(
+        &self,
+        walk: Result<crate::Partial<T>, LinuxError>,
+        item: impl FnMut(T) -> U,
+    ) -> Result<Partial<U>, OsError> {
+        Ok(walk
+            .map_err(|e| self.neutral(e))?
+            .map(item, |w| self.neutral(w)))
+    }
+}
+
+/// The neutral form of a process: the contract's fields, the task as its object, `mm` under
+/// `os`.
+impl From<crate::Process> for os::Process {
+    fn from(p: crate::Process) -> os::Process {
+        neutral_process(p)
+    }
+}
+
+fn neutral_process(p: crate::Process) -> os::Process {
+    let mut details = Details::new();
+    if let Some(mm) = p.mm {
+        details.insert("mm", Detail::Address(mm));
+    }
+    os::Process {
+        pid: p.pid,
+        ppid: p.ppid,
+        name: p.name,
+        uid: Some(p.uid),
+        gid: Some(p.gid),
+        dtb: p.dtb,
+        threads: p.threads,
+        kernel_thread: p.kernel_thread,
+        start_time: p.start_time_ns,
+        object: p.task,
+        os: details,
+    }
+}
+
+impl Processes for LinuxOs {
+    fn processes(&self, session: &Session) -> Result<Partial<os::Process>, OsError> {
+        let mut all = self.neutral_partial(crate::processes(session, &self.kernel), |p| p)?;
+        // /proc does not list the idle task.
+        all.items.retain(|p| !p.is_idle());
+        Ok(all.map(neutral_process, |w| w))
+    }
+
+    fn process_space(&self, session: &Session, pid: u32) -> Result<AddressSpace, OsError> {
+        let process =
+            crate::find_process(session, &self.kernel, pid).map_err(|e| self.neutral(e))?;
+        crate::process_space(session, &self.kernel, &process).map_err(|e| self.neutral(e))
+    }
+}
+
+impl Threads for LinuxOs {
+    fn threads(&self, session: &Session, pid: u32) -> Result<Partial<os::Thread>, OsError> {
+        self.neutral_partial(crate::threads(session, &self.kernel, pid), |t| {
+            let mut details = Details::new();
+            if let Some(ns) = t.start_boottime_ns {
+                details.insert("start_boottime", Detail::Int(ns));
+            }
+            os::Thread {
+                tid: t.tid,
+                pid: t.tgid,
+                name: t.name,
+                start_time: t.start_time_ns,
+                object: t.task,
+                os: details,
+            }
+        })
+    }
+}
+
+impl KernelModules for LinuxOs {
+    fn kernel_modules(&self, session: &Session) -> Result<Partial<os::Module>, OsError> {
+        self.neutral_partial(crate::modules(session, &self.kernel), |m| os::Module {
+            name: m.name,
+            base: m.base,
+            size: m.size,
+            path: None,
+            os: Details::new(),
+        })
+    }
+}
+
+impl MemoryRegions for LinuxOs {
+    fn regions(&self, session: &Session, pid: u32) -> Result<Partial<os::Region>, OsError> {
+        self.neutral_partial(crate::maps(session, &self.kernel, pid), |m| {
+            let mut details = Details::new();
+            details.insert("inode", Detail::Int(m.inode));
+            os::Region {
+                start: m.start,
+                end: m.end,
+                perms: m.perms,
+                offset: m.offset,
+                path: m.path,
+                os: details,
+            }
+        })
+    }
+}
+
+impl ProcessArguments for LinuxOs {
+    fn command_line(&self, session: &Session, pid: u32) -> Result<Vec<String>, OsError> {
+        crate::cmdline(session, &self.kernel, pid).map_err(|e| self.neutral(e))
+    }
+
+    fn environment(&self, session: &Session, pid: u32) -> Result<Vec<(String, String)>, OsError> {
+        crate::environ(session, &self.kernel, pid).map_err(|e| self.neutral(e))
+    }
+}
+
+/// The x86-64 kernel image mapping: KASLR slides only symbols at or above it (see
+/// [`Kernel::symbol`]).
+const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
+
+impl KernelSymbols for LinuxOs {
+    fn symbol(&self, name: &str) -> Result<Va, OsError> {
+        self.kernel.symbol(name).map_err(|e| self.neutral(e))
+    }
+
+    fn runtime_address(&self, address: u64) -> Va {
+        if address >= START_KERNEL_MAP {
+            Va::new(address.wrapping_add(self.kernel.virtual_slide()))
+        } else {
+            Va::new(address)
+        }
+    }
+
+    fn profile(&self) -> &Profile {
+        self.kernel.profile()
+    }
+}
+
+impl KernelLog for LinuxOs {
+    fn kernel_log(&self, session: &Session) -> Result<Partial<os::LogRecord>, OsError> {
+        self.neutral_partial(crate::dmesg(session, &self.kernel), |r| {
+            let mut details = Details::new();
+            details.insert("facility", Detail::Int(r.facility.into()));
+            os::LogRecord {
+                seq: r.seq,
+                timestamp_ns: r.timestamp_ns,
+                level: r.level,
+                text: r.text,
+                os: details,
+            }
+        })
+    }
+}
+
+impl SymbolTableExport for LinuxOs {
+    fn export_isf(&self, session: &Session) -> Result<IsfExport, OsError> {
+        let doc = crate::isf_export::export(session, &self.kernel).map_err(|e| self.neutral(e))?;
+        Ok(IsfExport {
+            json: serde_json::to_vec(&doc).map_err(OsError::os)?,
+            symbols: doc.symbols.len(),
+            user_types: doc.user_types.len(),
+        })
+    }
 }
 
 /// The Linux kernel bound to `session`, if its OS was detected as Linux.
@@ -120,22 +339,47 @@ pub fn open(session: &Session, use_cache: bool) -> Result<LinuxOs, LinuxError> {
     Ok(LinuxOs::new(kernel, false).check_vmcoreinfo(session))
 }
 
-fn detect(session: &Session) -> Result<Option<Box<dyn OsProfile>>, BoxError> {
-    let use_cache = std::env::var_os("VMI_NO_CACHE").is_none();
-    match open(session, use_cache) {
-        Ok(os) => Ok(Some(Box::new(os))),
-        // No registers, no kernel mapping, no banner: not Linux (or not a kernel we can
-        // see); other detectors may try.
+fn detect(session: &Session, options: &DetectOptions) -> Detection {
+    let found = |os: LinuxOs| Detection::Found {
+        profile: Box::new(os),
+        // A banner whose kallsyms decode (or a given profile that placed the banner).
+        confidence: Confidence::CERTAIN,
+    };
+    let opened = if options.profiles.is_empty() {
+        open(session, options.use_cache && !options.full_profile)
+    } else {
+        open_with_profiles(session, &options.profiles)
+    };
+    match opened {
+        Ok(os) => found(os),
+        // No kernel mapping, no banner: not Linux (or not a kernel we can see).
         Err(
-            LinuxError::Kallsyms(
+            e @ (LinuxError::Kallsyms(
                 KallsymsError::BannerNotFound { .. }
                 | KallsymsError::KernelNotMapped { .. }
                 | KallsymsError::NoAddressSpace { .. },
             )
-            | LinuxError::KernelNotInPhysicalMemory { .. },
-        ) => Ok(None),
-        Err(e) => Err(e.into()),
+            | LinuxError::KernelNotInPhysicalMemory { .. }),
+        ) => Detection::NotThisOs(e.to_string()),
+        Err(e) => Detection::Failed(e.into()),
     }
+}
+
+/// The kernel placed with symbol tables the user gave (`--symbols`), merged in order.
+fn open_with_profiles(session: &Session, profiles: &[Profile]) -> Result<LinuxOs, LinuxError> {
+    let mut merged = Profile::new(
+        profiles
+            .iter()
+            .map(|p| p.source.as_str())
+            .collect::<Vec<_>>()
+            .join(" + "),
+    );
+    for p in profiles {
+        merged.merge(p.clone());
+    }
+    let (spaces, source) = crate::kernel_space::search_spaces(session)?;
+    let kernel = discovery::from_profile(session, &spaces, source, merged)?;
+    Ok(LinuxOs::new(kernel, false).check_vmcoreinfo(session))
 }
 
 /// The Linux detector.

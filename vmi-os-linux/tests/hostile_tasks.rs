@@ -14,7 +14,7 @@ use hostile::{largest_alloc, Patches};
 use vmi_core::{PageSize, PhysicalMemory, Session, Va};
 use vmi_core::{VcpuRegisters, VirtualMemory};
 use vmi_os_linux::analysis::process_memory::{cmdline, environ, read_process};
-use vmi_os_linux::analysis::ps::{find_process, process_tree, processes, threads, Process};
+use vmi_os_linux::analysis::ps::{find_process, processes, threads, Process};
 use vmi_os_linux::iter::list::{ListOffsets, ListWalker};
 use vmi_os_linux::{Kernel, LinuxError};
 
@@ -419,7 +419,9 @@ fn hostile_matrix(i: usize, b: &'static Base) {
                 let b = &bases()[i];
                 let s = b.patched(&patches);
                 let ps = processes(&s, &b.kernel).unwrap();
-                let _ = process_tree(&ps.items);
+                let neutral: Vec<vmi_core::os::Process> =
+                    ps.items.iter().cloned().map(Into::into).collect();
+                let _ = vmi_core::os::process_tree(&neutral);
                 let _ = find_process(&s, &b.kernel, t);
                 let _ = threads(&s, &b.kernel, t);
                 let _ = cmdline(&s, &b.kernel, t);

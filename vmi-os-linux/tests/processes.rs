@@ -13,11 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use common::{Guest, GuestExt};
+use vmi_core::os::{self, process_tree, TreeNode};
 use vmi_core::{Session, Va};
 use vmi_os_linux::analysis::process_memory::{cmdline, environ, read_process};
-use vmi_os_linux::analysis::ps::{
-    find_process, process_space, process_tree, processes, threads, Process, TreeNode,
-};
+use vmi_os_linux::analysis::ps::{find_process, process_space, processes, threads, Process};
 use vmi_os_linux::{Kernel, LinuxError};
 
 /// Every guest with its session and kernel, discovered once for all tests of this file.
@@ -295,7 +294,12 @@ fn process_space_is_the_translated_pgd() {
 
 fn tree_of_a_real_guest() {
     for (g, s, k) in guests() {
-        let ps = processes(s, k).unwrap().items;
+        let ps: Vec<os::Process> = processes(s, k)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(Into::into)
+            .collect();
         let tree = process_tree(&ps);
         assert_eq!(tree.len(), 1, "{}: one root, pid 0", g.name);
         assert_eq!(tree[0].process.pid, 0);
@@ -314,7 +318,7 @@ fn tree_of_a_real_guest() {
         walk(&tree[0], &mut edges);
         assert_eq!(edges.len() + 1, ps.len(), "{}", g.name);
         // The /proc view: init and kthreadd are the roots.
-        let no_idle: Vec<Process> = ps.into_iter().filter(|p| !p.is_idle()).collect();
+        let no_idle: Vec<os::Process> = ps.into_iter().filter(|p| p.pid != 0).collect();
         let roots: Vec<u32> = process_tree(&no_idle)
             .iter()
             .map(|n| n.process.pid)

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-use vmi_core::{AddressSpace, MemoryError, Pa, Session, Va};
-use vmi_os_linux::{Kernel, LinuxError};
+use vmi_core::os::KernelSymbols;
+use vmi_core::{AddressSpace, MemoryError, OsError, OsProfile, Pa, Session, Va};
 use vmi_plugin_api::abi_stable::std_types::{ROption, RResult, RSliceMut, RStr, RString, RVec};
 use vmi_plugin_api::{
     HostError, HostErrorKind, HostInterface, ModuleInfo, ProcessInfo, Region, Registers, Space,
@@ -17,11 +17,15 @@ pub const MAX_READ: usize = 64 << 20;
 /// Most symbols nested field paths (`a.b.c`) may walk through.
 const MAX_FIELD_DEPTH: usize = 8;
 
+/// What [`ProcessInfo::uid`] and `gid` hold for an OS without numeric ids (Windows).
+pub const NO_NUMERIC_ID: u32 = u32::MAX;
+
 /// A session as plugins see it. Kernel reads go straight to the session's (TLB-cached)
-/// virtual memory; process address spaces are looked up once per pid.
+/// virtual memory; process address spaces are looked up once per pid. OS-level calls go
+/// through the bound OS profile's OS-neutral capabilities, whatever the OS.
 pub struct SessionHost<'a> {
     session: &'a Session,
-    kernel: Option<&'a Kernel>,
+    os: Option<&'a dyn OsProfile>,
     kernel_space: Option<AddressSpace>,
     spaces: Mutex<HashMap<u32, AddressSpace>>,
     /// Symbols sorted by run-time address, built on the first reverse lookup.
@@ -32,7 +36,7 @@ impl std::fmt::Debug for SessionHost<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionHost")
             .field("spec", &self.session.spec())
-            .field("linux", &self.kernel.is_some())
+            .field("os", &self.os.map(|os| os.info().kind))
             .finish_non_exhaustive()
     }
 }
@@ -45,43 +49,43 @@ fn memory_err(e: MemoryError) -> HostError {
     err(HostErrorKind::NotMapped, e)
 }
 
-fn linux_err(e: LinuxError) -> HostError {
+fn os_err(e: OsError) -> HostError {
     let kind = match &e {
-        LinuxError::Memory(_) => HostErrorKind::NotMapped,
-        LinuxError::NoSuchProcess(_) | LinuxError::Profile(_) => HostErrorKind::NotFound,
-        LinuxError::NoAddressSpace { .. } => HostErrorKind::Unsupported,
+        OsError::Memory(_) => HostErrorKind::NotMapped,
+        OsError::NoOs { .. } | OsError::Lacks { .. } | OsError::NoAddressSpace { .. } => {
+            HostErrorKind::Unsupported
+        }
         _ => HostErrorKind::NotFound,
     };
     err(kind, e)
 }
 
-/// The x86-64 kernel image mapping; KASLR slides only symbols above it (as `Kernel::symbol`).
-const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
-
 impl<'a> SessionHost<'a> {
-    /// Serves `session`; OS-level calls need a Linux kernel bound to it
-    /// (`vmi_os_linux::linux(session)`), and fail with [`HostErrorKind::Unsupported`] without.
+    /// Serves `session`; OS-level calls need an OS profile bound to it, and fail with
+    /// [`HostErrorKind::Unsupported`] without one or when it lacks the capability.
     pub fn new(session: &'a Session) -> SessionHost<'a> {
-        let kernel = vmi_os_linux::linux(session).map(|os| os.kernel());
+        let os = session.os();
         SessionHost {
             session,
-            kernel,
-            kernel_space: kernel.map(Kernel::space),
+            os,
+            kernel_space: os.map(|os| os.kernel_space()),
             spaces: Mutex::new(HashMap::new()),
             by_address: OnceLock::new(),
         }
     }
 
-    fn kernel(&self) -> Result<&'a Kernel, HostError> {
-        self.kernel.ok_or_else(|| {
-            err(
-                HostErrorKind::Unsupported,
-                format!(
-                    "target `{}`: no Linux kernel identified (OS-level calls need one)",
-                    self.session.spec()
-                ),
-            )
-        })
+    /// A capability of the bound OS, or the error saying why there is none.
+    fn capability<T: ?Sized + 'a>(
+        &self,
+        what: &'static str,
+        get: impl FnOnce(&'a dyn OsProfile) -> Option<&'a T>,
+    ) -> Result<&'a T, HostError> {
+        let session: &'a Session = self.session;
+        session.os_capability(what, get).map_err(os_err)
+    }
+
+    fn symbols(&self) -> Result<&'a dyn KernelSymbols, HostError> {
+        self.capability("symbols", |os| os.symbols())
     }
 
     #[inline]
@@ -99,11 +103,10 @@ impl<'a> SessionHost<'a> {
                 if let Some(s) = spaces.get(&pid) {
                     return Ok(*s);
                 }
-                let kernel = self.kernel()?;
-                let process =
-                    vmi_os_linux::find_process(self.session, kernel, pid).map_err(linux_err)?;
-                let s = vmi_os_linux::process_space(self.session, kernel, &process)
-                    .map_err(linux_err)?;
+                let s = self
+                    .capability("processes", |os| os.processes())?
+                    .process_space(self.session, pid)
+                    .map_err(os_err)?;
                 spaces.insert(pid, s);
                 Ok(s)
             }
@@ -111,20 +114,12 @@ impl<'a> SessionHost<'a> {
     }
 
     fn symbols_by_address(&self) -> Result<&[(u64, String)], HostError> {
-        let kernel = self.kernel()?;
+        let symbols = self.symbols()?;
         Ok(self.by_address.get_or_init(|| {
-            let slide = kernel.virtual_slide();
-            let mut v: Vec<(u64, String)> = kernel
+            let mut v: Vec<(u64, String)> = symbols
                 .profile()
                 .symbols()
-                .map(|(name, s)| {
-                    let a = if s.address >= START_KERNEL_MAP {
-                        s.address.wrapping_add(slide)
-                    } else {
-                        s.address
-                    };
-                    (a, name.to_owned())
-                })
+                .map(|(name, s)| (symbols.runtime_address(s.address).raw(), name.to_owned()))
                 .collect();
             v.sort_unstable();
             v
@@ -132,7 +127,7 @@ impl<'a> SessionHost<'a> {
     }
 
     fn resolve_field(&self, ty: &str, path: &str) -> Result<u64, HostError> {
-        let profile = self.kernel()?.profile();
+        let profile = self.symbols()?.profile();
         let not_found = |e: vmi_core::ProfileError| err(HostErrorKind::NotFound, e);
         if let Ok(off) = profile.field_offset(ty, path) {
             return Ok(off);
@@ -276,8 +271,8 @@ impl HostInterface for SessionHost<'_> {
     }
 
     fn symbol_address(&self, name: RStr<'_>) -> RResult<u64, HostError> {
-        self.kernel()
-            .and_then(|k| k.symbol(name.as_str()).map_err(linux_err))
+        self.symbols()
+            .and_then(|k| k.symbol(name.as_str()).map_err(os_err))
             .map(Va::raw)
             .into()
     }
@@ -304,7 +299,7 @@ impl HostInterface for SessionHost<'_> {
     }
 
     fn struct_size(&self, name: RStr<'_>) -> RResult<u64, HostError> {
-        self.kernel()
+        self.symbols()
             .and_then(|k| {
                 k.profile()
                     .struct_size(name.as_str())
@@ -318,8 +313,8 @@ impl HostInterface for SessionHost<'_> {
     }
 
     fn processes(&self) -> RResult<RVec<ProcessInfo>, HostError> {
-        self.kernel()
-            .and_then(|k| vmi_os_linux::processes(self.session, k).map_err(linux_err))
+        self.capability("processes", |os| os.processes())
+            .and_then(|c| c.processes(self.session).map_err(os_err))
             .map(|p| {
                 p.items
                     .into_iter()
@@ -327,12 +322,12 @@ impl HostInterface for SessionHost<'_> {
                         pid: p.pid,
                         ppid: p.ppid,
                         name: p.name.into(),
-                        uid: p.uid,
-                        gid: p.gid,
+                        uid: p.uid.unwrap_or(NO_NUMERIC_ID),
+                        gid: p.gid.unwrap_or(NO_NUMERIC_ID),
                         threads: p.threads,
                         kernel_thread: p.kernel_thread,
                         dtb: p.dtb.map(Pa::raw).into(),
-                        object: p.task.raw(),
+                        object: p.object.raw(),
                     })
                     .collect()
             })
@@ -340,8 +335,8 @@ impl HostInterface for SessionHost<'_> {
     }
 
     fn modules(&self) -> RResult<RVec<ModuleInfo>, HostError> {
-        self.kernel()
-            .and_then(|k| vmi_os_linux::modules(self.session, k).map_err(linux_err))
+        self.capability("kernel modules", |os| os.kernel_modules())
+            .and_then(|c| c.kernel_modules(self.session).map_err(os_err))
             .map(|m| {
                 m.items
                     .into_iter()
@@ -356,8 +351,8 @@ impl HostInterface for SessionHost<'_> {
     }
 
     fn regions(&self, pid: u32) -> RResult<RVec<Region>, HostError> {
-        self.kernel()
-            .and_then(|k| vmi_os_linux::maps(self.session, k, pid).map_err(linux_err))
+        self.capability("memory regions", |os| os.regions())
+            .and_then(|c| c.regions(self.session, pid).map_err(os_err))
             .map(|m| {
                 m.items
                     .into_iter()

@@ -1,6 +1,7 @@
 //! `vmi info`: what the target is.
 
 use serde::Serialize;
+use vmi_core::os::DetectionReport;
 use vmi_core::registry::{ARCHITECTURES, BACKENDS, OS_DETECTORS};
 use vmi_core::vcpu::RegisterSource;
 use vmi_core::{BoxError, OsInfo, Pa, PagingMode, PhysicalMemoryExt};
@@ -20,6 +21,8 @@ struct Info {
     dtb: Option<Pa>,
     vcpu_registers: Vec<Vcpu>,
     os: Option<OsInfo>,
+    /// What every OS detector said.
+    detectors: Vec<DetectionReport>,
     profiles: Vec<ProfileSummary>,
     details: std::collections::BTreeMap<String, String>,
     registered: Registered,
@@ -109,6 +112,7 @@ pub fn run(ctx: &Context<'_>) -> Result<(), BoxError> {
             .or_else(|| s.os().map(|os| os.kernel_space().root)),
         vcpu_registers: vcpus,
         os: s.os().map(|os| os.info()),
+        detectors: s.detections().to_vec(),
         profiles: ctx
             .profiles
             .iter()
@@ -167,6 +171,14 @@ fn table(info: &Info) -> String {
             }
         }
         None => kv("os", "not detected".into()),
+    }
+    for d in &info.detectors {
+        let verdict = match d.confidence {
+            Some(c) if d.bound => format!("found ({}% sure), bound", c.0),
+            Some(c) => format!("found ({}% sure)", c.0),
+            None => format!("{}: {}", d.outcome, d.reason),
+        };
+        kv(&format!("detector {}", d.detector), verdict);
     }
     for p in &info.profiles {
         kv(

@@ -1,7 +1,7 @@
 //! One module per command; `run` opens the session and dispatches.
 
 pub mod info;
-pub mod linux;
+pub mod os;
 pub mod plugin;
 pub mod read;
 pub mod space;
@@ -11,7 +11,9 @@ use std::sync::Arc;
 use vmi_core::registry::{ARCHITECTURES, BACKENDS, OS_DETECTORS};
 
 use vmi_core::error::ControlError;
-use vmi_core::{BoxError, OpenOptions, Profile, Session, SessionError, VmControl};
+use vmi_core::{
+    BoxError, DetectOptions, OpenOptions, OsError, Profile, Session, SessionError, VmControl,
+};
 
 use crate::{Cli, Command};
 
@@ -25,48 +27,66 @@ pub fn run(cli: &Cli) -> Result<(), BoxError> {
     let spec = cli.target.as_deref().ok_or(SessionError::NoTarget)?;
     let options = OpenOptions { write: cli.write };
     let mut session = Session::open(spec, &options)?;
-    let profiles = cli
-        .symbols
-        .iter()
-        .map(|p| Profile::from_path(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    // Pause before the OS is detected, so detection sees the same state as the command.
-    let _paused = PauseGuard::new(session.control_handle(), cli.pause)?;
-    if cli.command.needs_os() {
+    let (profiles, mut symbol_path) = symbol_sources(&cli.symbols)?;
+    symbol_path.extend(
+        std::env::var_os("VMI_SYMBOL_PATH")
+            .map(|v| std::env::split_paths(&v).collect::<Vec<_>>())
+            .unwrap_or_default(),
+    );
+    let mut detect = DetectOptions {
+        profiles,
+        symbol_path,
+        use_cache: true,
         // An export needs the whole profile, which only discovery (or --symbols) gives.
         // Plugins may look up any symbol or type: they get the full profile too.
-        let source = if matches!(cli.command, Command::IsfExport(_) | Command::Plugin(_)) {
-            OsSource::Discovery
-        } else {
-            OsSource::CacheOrDiscovery
-        };
-        match bind_os(&mut session, &profiles, source) {
-            Ok(()) => {}
-            // `info` describes the target even when its OS cannot be analysed.
-            // So do plugins, which may only need memory, and reads and translations that
-            // name no process (they fall back on vCPU 0's address space).
-            Err(e) if cli.command.works_without_os() => {
-                eprintln!("vmi: warning: guest OS not identified: {e}");
-            }
-            Err(e) => return Err(e),
+        full_profile: matches!(cli.command, Command::IsfExport(_) | Command::Plugin(_)),
+    };
+    // Pause before the OS is detected, so detection sees the same state as the command.
+    let _paused = PauseGuard::new(session.control_handle(), cli.pause)?;
+    if cli.command.needs_os() && session.detect_os(&detect).is_none() {
+        let e = BoxError::from(session.identified_os().err().expect("no OS was bound"));
+        // `info` describes the target even when its OS cannot be analysed.
+        // So do plugins, which may only need memory, and reads and translations that
+        // name no process (they fall back on vCPU 0's address space).
+        if !cli.command.works_without_os() {
+            return Err(e);
         }
+        eprintln!("vmi: warning: {e}");
     }
-    let result = dispatch(cli, &session, &profiles);
+    let result = dispatch(cli, &session, &detect.profiles);
     // A cached profile holds only what earlier runs used: when this command needs more,
     // discover the full profile and run it again.
     let result = match result {
-        Err(e) if missing_from_cached_profile(&session, &e) => {
-            bind_os(&mut session, &profiles, OsSource::Discovery)?;
-            dispatch(cli, &session, &profiles)
+        Err(e) if needs_full_profile(&e) => {
+            detect.full_profile = true;
+            session.detect_os(&detect);
+            dispatch(cli, &session, &detect.profiles)
         }
         other => other,
     };
-    if let Some(os) = vmi_os_linux::linux(&session) {
+    if let Some(os) = session.os() {
         if let Err(e) = os.save_cache() {
             eprintln!("vmi: warning: profile cache not written: {e}");
         }
     }
     result
+}
+
+/// `--symbols` paths: files are loaded as symbol tables, directories are searched (by OS
+/// profiles that look tables up by the kernel's identity, as Windows does by PDB GUID).
+fn symbol_sources(
+    paths: &[std::path::PathBuf],
+) -> Result<(Vec<Profile>, Vec<std::path::PathBuf>), BoxError> {
+    let mut profiles = Vec::new();
+    let mut dirs = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            dirs.push(p.clone());
+        } else {
+            profiles.push(Profile::from_path(p)?);
+        }
+    }
+    Ok((profiles, dirs))
 }
 
 fn dispatch(cli: &Cli, session: &Session, profiles: &[Profile]) -> Result<(), BoxError> {
@@ -79,58 +99,26 @@ fn dispatch(cli: &Cli, session: &Session, profiles: &[Profile]) -> Result<(), Bo
         Command::Info => info::run(&ctx),
         Command::Translate(args) => translate::run(&ctx, args),
         Command::Read(args) => read::run(&ctx, args),
-        Command::Symbol(args) => linux::symbol(&ctx, args),
-        Command::IsfExport(args) => linux::isf_export(&ctx, args),
-        Command::Ps => linux::ps(&ctx),
-        Command::Pstree => linux::pstree(&ctx),
-        Command::Threads(args) => linux::threads(&ctx, args),
-        Command::Cmdline(args) => linux::cmdline(&ctx, args),
-        Command::Env(args) => linux::env(&ctx, args),
-        Command::Maps(args) => linux::maps(&ctx, args),
-        Command::Modules => linux::modules(&ctx),
-        Command::Dmesg => linux::dmesg(&ctx),
+        Command::Symbol(args) => os::symbol(&ctx, args),
+        Command::IsfExport(args) => os::isf_export(&ctx, args),
+        Command::Ps => os::ps(&ctx),
+        Command::Pstree => os::pstree(&ctx),
+        Command::Threads(args) => os::threads(&ctx, args),
+        Command::Cmdline(args) => os::cmdline(&ctx, args),
+        Command::Env(args) => os::env(&ctx, args),
+        Command::Maps(args) => os::maps(&ctx, args),
+        Command::Modules(args) => os::modules(&ctx, args),
+        Command::Dmesg => os::dmesg(&ctx),
         Command::Plugin(args) => plugin::run(&ctx, args),
     }
 }
 
-#[derive(PartialEq, Eq)]
-enum OsSource {
-    CacheOrDiscovery,
-    Discovery,
-}
-
-/// Binds the guest's OS to the session: from `--symbols` when given, else through the
-/// registered detectors (Linux: the profile cache, else discovery).
-fn bind_os(session: &mut Session, profiles: &[Profile], source: OsSource) -> Result<(), BoxError> {
-    if !profiles.is_empty() {
-        let mut merged = Profile::new(
-            profiles
-                .iter()
-                .map(|p| p.source.as_str())
-                .collect::<Vec<_>>()
-                .join(" + "),
-        );
-        for p in profiles {
-            merged.merge(p.clone());
-        }
-        let (spaces, source) = vmi_os_linux::kernel_space::search_spaces(session)?;
-        let kernel = vmi_os_linux::discovery::from_profile(session, &spaces, source, merged)?;
-        session.set_os(Box::new(vmi_os_linux::LinuxOs::new(kernel, false)));
-        return Ok(());
-    }
-    if source == OsSource::Discovery {
-        let os = vmi_os_linux::os::open(session, false)?;
-        session.set_os(Box::new(os));
-        return Ok(());
-    }
-    session.detect_os()?;
-    Ok(())
-}
-
-fn missing_from_cached_profile(session: &Session, e: &BoxError) -> bool {
-    vmi_os_linux::linux(session).is_some_and(|os| os.from_cache())
-        && e.downcast_ref::<vmi_os_linux::LinuxError>()
-            .is_some_and(|e| e.is_missing_profile_item())
+/// Whether `e` says the cached profile lacked something full discovery would give.
+fn needs_full_profile(e: &BoxError) -> bool {
+    matches!(
+        e.downcast_ref::<OsError>(),
+        Some(OsError::IncompleteProfile(_))
+    )
 }
 
 /// What every command gets.

@@ -50,7 +50,7 @@ impl SpaceArgs {
     /// address goes through vCPU 0's.
     pub fn resolve(&self, ctx: &super::Context<'_>, va: Va) -> Result<AddressSpace, BoxError> {
         if let Some(pid) = self.pid {
-            return super::linux::process_space(ctx, pid);
+            return super::os::process_space(ctx, pid);
         }
         let session = ctx.session;
         if self.is_default() {

@@ -1,17 +1,25 @@
-//! Commands that need a Linux kernel bound to the session.
+//! Commands that ask the guest OS: they go through the OS-neutral capabilities of the bound
+//! profile (`vmi_core::os`), whatever OS it is, and fail with a clear error when it lacks one.
 
 use serde::Serialize;
+use vmi_core::os::{process_tree, Partial, Process, TreeNode};
 use vmi_core::{AddressSpace, BoxError, Va};
-use vmi_os_linux::Kernel;
 
 use super::Context;
 use crate::output;
 
-/// The kernel bound to the session, or an error saying none was found.
-pub fn kernel<'a>(ctx: &Context<'a>) -> Result<&'a Kernel, BoxError> {
-    vmi_os_linux::linux(ctx.session)
-        .map(|os| os.kernel())
-        .ok_or_else(|| "no Linux kernel was found in the target".into())
+/// Prints the warnings of a partial result on stderr (the items still go to stdout).
+fn warn<T>(partial: &Partial<T>) {
+    for w in &partial.warnings {
+        eprintln!("vmi: warning: {w}");
+    }
+}
+
+/// A process id argument.
+#[derive(Debug, clap::Args)]
+pub struct PidArgs {
+    /// The process id.
+    pid: u32,
 }
 
 /// Arguments of `vmi symbol`.
@@ -31,12 +39,12 @@ struct SymbolOut<'a> {
 
 /// `vmi symbol NAME`.
 pub fn symbol(ctx: &Context<'_>, args: &SymbolArgs) -> Result<(), BoxError> {
-    let kernel = kernel(ctx)?;
-    let address = kernel.symbol(&args.name)?;
+    let symbols = ctx.session.os_capability("symbols", |os| os.symbols())?;
+    let address = symbols.symbol(&args.name)?;
     let out = SymbolOut {
         name: &args.name,
         address,
-        link_address: kernel.profile().symbol_address(&args.name)?,
+        link_address: symbols.profile().symbol_address(&args.name)?,
     };
     output::emit(ctx.format, &out, || format!("{address} {}\n", args.name))
 }
@@ -58,18 +66,24 @@ struct ExportOut<'a> {
 
 /// `vmi isf-export OUT.json`.
 pub fn isf_export(ctx: &Context<'_>, args: &IsfExportArgs) -> Result<(), BoxError> {
-    let kernel = kernel(ctx)?;
-    let doc = vmi_os_linux::isf_export::export(ctx.session, kernel)?;
-    let bytes = serde_json::to_vec(&doc)?;
+    let export = ctx
+        .session
+        .os_capability("a symbol table export", |os| os.symbol_table_export())?;
+    let doc = export.export_isf(ctx.session)?;
     // Write then rename: a half-written symbol table would mislead Volatility later.
     let tmp = args.out.with_extension("json.partial");
-    std::fs::write(&tmp, &bytes).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    std::fs::write(&tmp, &doc.json).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &args.out).map_err(|e| format!("writing {}: {e}", args.out.display()))?;
+    let version = ctx
+        .session
+        .os()
+        .map(|os| os.info().version)
+        .unwrap_or_default();
     let out = ExportOut {
         path: &args.out,
-        symbols: doc.symbols.len(),
-        user_types: doc.user_types.len(),
-        banner: kernel.banner().trim_end(),
+        symbols: doc.symbols,
+        user_types: doc.user_types,
+        banner: &version,
     };
     output::emit(ctx.format, &out, || {
         format!(
@@ -82,39 +96,31 @@ pub fn isf_export(ctx: &Context<'_>, args: &IsfExportArgs) -> Result<(), BoxErro
     })
 }
 
-/// Prints the warnings of a partial result on stderr (the items still go to stdout).
-fn warn<T>(partial: &vmi_os_linux::Partial<T>) {
-    for w in &partial.warnings {
-        eprintln!("vmi: warning: {w}");
-    }
-}
-
-/// A process id argument.
-#[derive(Debug, clap::Args)]
-pub struct PidArgs {
-    /// The process id.
-    pid: u32,
-}
-
-/// The guest's processes as `/proc` lists them: the idle task (pid 0) is left out.
-fn user_visible_processes(ctx: &Context<'_>) -> Result<Vec<vmi_os_linux::Process>, BoxError> {
-    let partial = vmi_os_linux::processes(ctx.session, kernel(ctx)?)?;
+fn processes(ctx: &Context<'_>) -> Result<Vec<Process>, BoxError> {
+    let processes = ctx
+        .session
+        .os_capability("processes", |os| os.processes())?;
+    let partial = processes.processes(ctx.session)?;
     warn(&partial);
-    Ok(partial.items.into_iter().filter(|p| !p.is_idle()).collect())
+    Ok(partial.items)
 }
 
-fn process_rows(processes: &[vmi_os_linux::Process]) -> Vec<Vec<String>> {
+fn id_or_dash(id: Option<u32>) -> String {
+    id.map_or("-".to_owned(), |v| v.to_string())
+}
+
+fn process_rows(processes: &[Process]) -> Vec<Vec<String>> {
     processes
         .iter()
         .map(|p| {
             vec![
                 p.pid.to_string(),
                 p.ppid.to_string(),
-                p.uid.to_string(),
-                p.gid.to_string(),
+                id_or_dash(p.uid),
+                id_or_dash(p.gid),
                 p.threads.to_string(),
                 p.dtb.map_or("-".to_owned(), |d| d.to_string()),
-                format!("{:.3}", p.start_time_ns as f64 / 1e9),
+                format!("{:.3}", p.start_time as f64 / 1e9),
                 if p.kernel_thread {
                     format!("[{}]", p.name)
                 } else {
@@ -131,7 +137,7 @@ const PROCESS_HEADERS: [&str; 8] = [
 
 /// `vmi ps`.
 pub fn ps(ctx: &Context<'_>) -> Result<(), BoxError> {
-    let processes = user_visible_processes(ctx)?;
+    let processes = processes(ctx)?;
     output::emit(ctx.format, &processes, || {
         output::columns(&PROCESS_HEADERS, &process_rows(&processes))
     })
@@ -139,13 +145,11 @@ pub fn ps(ctx: &Context<'_>) -> Result<(), BoxError> {
 
 /// `vmi pstree`.
 pub fn pstree(ctx: &Context<'_>) -> Result<(), BoxError> {
-    let processes = user_visible_processes(ctx)?;
-    let tree = vmi_os_linux::process_tree(&processes);
+    let tree = process_tree(&processes(ctx)?);
     output::emit(ctx.format, &tree, || {
         let mut out = String::new();
         // Iterative, so that a deep (hostile) tree cannot overflow the stack.
-        let mut stack: Vec<(&vmi_os_linux::TreeNode, usize)> =
-            tree.iter().rev().map(|n| (n, 0)).collect();
+        let mut stack: Vec<(&TreeNode, usize)> = tree.iter().rev().map(|n| (n, 0)).collect();
         while let Some((node, depth)) = stack.pop() {
             out.push_str(&format!(
                 "{}{} {}\n",
@@ -161,22 +165,16 @@ pub fn pstree(ctx: &Context<'_>) -> Result<(), BoxError> {
 
 /// `vmi threads PID`.
 pub fn threads(ctx: &Context<'_>, args: &PidArgs) -> Result<(), BoxError> {
-    let partial = vmi_os_linux::threads(ctx.session, kernel(ctx)?, args.pid)?;
+    let threads = ctx.session.os_capability("threads", |os| os.threads())?;
+    let partial = threads.threads(ctx.session, args.pid)?;
     warn(&partial);
     let rows: Vec<Vec<String>> = partial
         .items
         .iter()
-        .map(|t| {
-            vec![
-                t.tid.to_string(),
-                t.tgid.to_string(),
-                t.task.to_string(),
-                t.name.clone(),
-            ]
-        })
+        .map(|t| vec![t.tid.to_string(), t.pid.to_string(), t.name.clone()])
         .collect();
     output::emit(ctx.format, &partial.items, || {
-        output::columns(&["tid", "tgid", "task", "name"], &rows)
+        output::columns(&["tid", "pid", "name"], &rows)
     })
 }
 
@@ -188,9 +186,12 @@ struct Cmdline {
 
 /// `vmi cmdline PID`.
 pub fn cmdline(ctx: &Context<'_>, args: &PidArgs) -> Result<(), BoxError> {
+    let arguments = ctx
+        .session
+        .os_capability("command lines", |os| os.arguments())?;
     let out = Cmdline {
         pid: args.pid,
-        args: vmi_os_linux::cmdline(ctx.session, kernel(ctx)?, args.pid)?,
+        args: arguments.command_line(ctx.session, args.pid)?,
     };
     output::emit(ctx.format, &out, || format!("{}\n", out.args.join(" ")))
 }
@@ -203,7 +204,10 @@ struct Environ {
 
 /// `vmi env PID`.
 pub fn env(ctx: &Context<'_>, args: &PidArgs) -> Result<(), BoxError> {
-    let vars = vmi_os_linux::environ(ctx.session, kernel(ctx)?, args.pid)?;
+    let arguments = ctx
+        .session
+        .os_capability("environments", |os| os.arguments())?;
+    let vars = arguments.environment(ctx.session, args.pid)?;
     let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     let out = Environ {
         pid: args.pid,
@@ -214,14 +218,18 @@ pub fn env(ctx: &Context<'_>, args: &PidArgs) -> Result<(), BoxError> {
 
 /// The address space of process `pid`.
 pub fn process_space(ctx: &Context<'_>, pid: u32) -> Result<AddressSpace, BoxError> {
-    let kernel = kernel(ctx)?;
-    let process = vmi_os_linux::find_process(ctx.session, kernel, pid)?;
-    Ok(vmi_os_linux::process_space(ctx.session, kernel, &process)?)
+    let processes = ctx
+        .session
+        .os_capability("processes", |os| os.processes())?;
+    Ok(processes.process_space(ctx.session, pid)?)
 }
 
 /// `vmi maps PID`.
 pub fn maps(ctx: &Context<'_>, args: &PidArgs) -> Result<(), BoxError> {
-    let partial = vmi_os_linux::maps(ctx.session, kernel(ctx)?, args.pid)?;
+    let regions = ctx
+        .session
+        .os_capability("memory regions", |os| os.regions())?;
+    let partial = regions.regions(ctx.session, args.pid)?;
     warn(&partial);
     output::emit(ctx.format, &partial.items, || {
         partial
@@ -237,23 +245,50 @@ pub fn maps(ctx: &Context<'_>, args: &PidArgs) -> Result<(), BoxError> {
     })
 }
 
-/// `vmi modules`.
-pub fn modules(ctx: &Context<'_>) -> Result<(), BoxError> {
-    let partial = vmi_os_linux::modules(ctx.session, kernel(ctx)?)?;
+/// Arguments of `vmi modules`.
+#[derive(Debug, clap::Args)]
+pub struct ModulesArgs {
+    /// The modules (DLLs, shared libraries) loaded in this process instead of the kernel's.
+    #[arg(long)]
+    pid: Option<u32>,
+}
+
+/// `vmi modules [--pid N]`.
+pub fn modules(ctx: &Context<'_>, args: &ModulesArgs) -> Result<(), BoxError> {
+    let partial = match args.pid {
+        None => ctx
+            .session
+            .os_capability("kernel modules", |os| os.kernel_modules())?
+            .kernel_modules(ctx.session)?,
+        Some(pid) => ctx
+            .session
+            .os_capability("process modules", |os| os.process_modules())?
+            .process_modules(ctx.session, pid)?,
+    };
     warn(&partial);
     let rows: Vec<Vec<String>> = partial
         .items
         .iter()
-        .map(|m| vec![m.name.clone(), m.base.to_string(), m.size.to_string()])
+        .map(|m| {
+            vec![
+                m.name.clone(),
+                m.base.to_string(),
+                m.size.to_string(),
+                m.path.clone().unwrap_or_default(),
+            ]
+        })
         .collect();
     output::emit(ctx.format, &partial.items, || {
-        output::columns(&["name", "base", "size"], &rows)
+        output::columns(&["name", "base", "size", "path"], &rows)
     })
 }
 
 /// `vmi dmesg`.
 pub fn dmesg(ctx: &Context<'_>) -> Result<(), BoxError> {
-    let partial = vmi_os_linux::dmesg(ctx.session, kernel(ctx)?)?;
+    let log = ctx
+        .session
+        .os_capability("kernel log records", |os| os.kernel_log())?;
+    let partial = log.kernel_log(ctx.session)?;
     warn(&partial);
     output::emit(ctx.format, &partial.items, || {
         partial

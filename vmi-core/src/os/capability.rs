@@ -1,0 +1,88 @@
+//! The questions analyses ask of a guest OS, one small object-safe trait each. An OS profile
+//! hands out the ones it can answer ([`super::OsProfile::processes`], ...); one it cannot
+//! answer is absent, and [`crate::Session::os_capability`] turns that into a clear error.
+
+use crate::addr::Va;
+use crate::arch::AddressSpace;
+use crate::error::OsError;
+use crate::profile::Profile;
+use crate::session::Session;
+
+use super::model::{LogRecord, Module, Process, Region, Thread};
+use super::partial::Partial;
+
+/// The process list.
+pub trait Processes {
+    /// Every process the OS lists to its users (Linux leaves out the idle task, as `/proc`
+    /// does), in the order of the kernel's list.
+    fn processes(&self, session: &Session) -> Result<Partial<Process>, OsError>;
+    /// The address space process `pid` runs in.
+    fn process_space(&self, session: &Session, pid: u32) -> Result<AddressSpace, OsError>;
+}
+
+/// The threads of a process.
+pub trait Threads {
+    /// Threads of process `pid`, the main one first.
+    fn threads(&self, session: &Session, pid: u32) -> Result<Partial<Thread>, OsError>;
+}
+
+/// Kernel modules (drivers).
+pub trait KernelModules {
+    /// The loaded kernel modules, in the kernel's list order.
+    fn kernel_modules(&self, session: &Session) -> Result<Partial<Module>, OsError>;
+}
+
+/// Modules (shared libraries, DLLs) loaded in a process, as its loader records them.
+pub trait ProcessModules {
+    /// Modules of process `pid`, its main image first.
+    fn process_modules(&self, session: &Session, pid: u32) -> Result<Partial<Module>, OsError>;
+}
+
+/// A process's memory regions.
+pub trait MemoryRegions {
+    /// Regions of process `pid`, by address.
+    fn regions(&self, session: &Session, pid: u32) -> Result<Partial<Region>, OsError>;
+}
+
+/// A process's command line and environment, as it was started.
+pub trait ProcessArguments {
+    /// The command line, split into arguments.
+    fn command_line(&self, session: &Session, pid: u32) -> Result<Vec<String>, OsError>;
+    /// The environment, as (name, value) pairs in the process's order.
+    fn environment(&self, session: &Session, pid: u32) -> Result<Vec<(String, String)>, OsError>;
+}
+
+/// The kernel's symbols and types.
+pub trait KernelSymbols {
+    /// Run-time address of kernel symbol `name` (KASLR applied).
+    fn symbol(&self, name: &str) -> Result<Va, OsError>;
+    /// Run-time address of a profile symbol whose table address is `address` (the OS's way of
+    /// relocating: Linux slides the kernel image, Windows tables hold offsets from the base).
+    fn runtime_address(&self, address: u64) -> Va;
+    /// The symbol and type table (table addresses, types, field offsets).
+    fn profile(&self) -> &Profile;
+}
+
+/// The kernel's log.
+pub trait KernelLog {
+    /// Records of the kernel's log, oldest first.
+    fn kernel_log(&self, session: &Session) -> Result<Partial<LogRecord>, OsError>;
+}
+
+/// A Volatility 3 symbol table (ISF) of the guest's kernel, built from what the OS profile
+/// knows, for tools that need one.
+pub trait SymbolTableExport {
+    /// The ISF as JSON bytes, with the number of symbols and types it holds.
+    fn export_isf(&self, session: &Session) -> Result<IsfExport, OsError>;
+}
+
+/// What [`SymbolTableExport::export_isf`] made.
+#[derive(Debug)]
+pub struct IsfExport {
+    /// The ISF document (JSON).
+    pub json: Vec<u8>,
+    /// Symbols in it.
+    pub symbols: usize,
+    /// User types in it.
+    pub user_types: usize,
+}
