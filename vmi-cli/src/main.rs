@@ -17,6 +17,7 @@ use vmi_backend_file as _;
 use vmi_backend_qemu as _;
 use vmi_backend_xen as _;
 use vmi_os_linux as _;
+use vmi_os_windows as _;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
