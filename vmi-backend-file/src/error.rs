@@ -170,6 +170,11 @@ pub enum DumpError {
         max_mapnr: u64,
     },
 
+    // ---- Windows crash dumps ----
+    /// A Windows crash dump is malformed: the reason names the field and offset.
+    #[error("Windows crash dump: {0}")]
+    CrashDump(#[from] crate::crashdump::CrashDumpError),
+
     // ---- AVML ----
     /// An AVML block (version 2) has a size trailer that disagrees with its snappy frames.
     #[error("AVML block {index} at file offset {offset:#x}: {reason}")]

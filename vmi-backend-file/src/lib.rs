@@ -12,6 +12,9 @@
 //!   by chunk.
 //! - [`kdump`]: makedumpfile's kdump-compressed files, flat and flattened, decompressed page by
 //!   page ([`lzo`]: the LZO1X decoder they need).
+//! - [`crashdump`]: 64-bit Windows crash dumps (full, bitmap, live, `RDMP` and triage), with
+//!   the header's kernel facts as [`vmi_core::KernelHints`], and a writer of full and bitmap
+//!   dumps.
 //! - [`raw`]: when a file is taken as a raw image.
 //! - [`mapped`]: the region table and the [`vmi_core::PhysicalMemory`] read path.
 //! - [`error`]: [`DumpError`], one variant per malformation.
@@ -29,6 +32,7 @@
 //! | `41 56 4d 4c` (AVML magic)      | `avml`          | none |
 //! | `KDUMP   `                      | `kdump`         | from its ELF notes |
 //! | `makedumpfile` + NULs           | `kdump-flattened` | from its ELF notes |
+//! | `PAGEDU64` (Windows crash dump) | `windows-crashdump` | the header's CONTEXT (vCPU 0) |
 //! | anything else, size a non-zero multiple of 4 KiB | `raw` (from physical 0) | none |
 //! | anything else                   | [`DumpError::UnknownFormat`] | |
 //!
@@ -60,6 +64,7 @@
 //! ```
 
 pub mod avml;
+pub mod crashdump;
 pub mod elf;
 pub mod error;
 pub mod kdump;
@@ -79,7 +84,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vmi_core::registry::{BackendFactory, SpecMatch};
-use vmi_core::{BoxError, OpenOptions, PhysicalMemory, Target, VcpuRegisters};
+use vmi_core::{BoxError, KernelHints, OpenOptions, PhysicalMemory, Target, VcpuRegisters};
 
 pub use error::DumpError;
 pub use mapped::{MappedMemory, RegionTable, Segment};
@@ -102,11 +107,13 @@ pub enum DumpFormat {
     /// An AVML capture with snappy-compressed blocks (`avml --compress`); an uncompressed AVML
     /// capture is LiME.
     Avml,
+    /// A 64-bit Windows crash dump (`PAGEDU64`, any DumpType vmi reads).
+    WindowsCrashDump,
 }
 
 impl DumpFormat {
-    /// The format's name in `vmi info`: "raw", "elf-core", "lime", "avml", "kdump" or
-    /// "kdump-flattened".
+    /// The format's name in `vmi info`: "raw", "elf-core", "lime", "avml", "kdump",
+    /// "kdump-flattened" or "windows-crashdump".
     pub const fn name(self) -> &'static str {
         match self {
             DumpFormat::Raw => "raw",
@@ -115,6 +122,7 @@ impl DumpFormat {
             DumpFormat::Kdump => "kdump",
             DumpFormat::KdumpFlattened => "kdump-flattened",
             DumpFormat::Avml => "avml",
+            DumpFormat::WindowsCrashDump => "windows-crashdump",
         }
     }
 
@@ -131,6 +139,8 @@ impl DumpFormat {
             Some(DumpFormat::Kdump)
         } else if kdump::is_flattened(bytes) {
             Some(DumpFormat::KdumpFlattened)
+        } else if crashdump::is_crashdump(bytes) {
+            Some(DumpFormat::WindowsCrashDump)
         } else {
             None
         }
@@ -152,6 +162,10 @@ pub struct Dump {
     registers: Option<Arc<DumpRegisters>>,
     vmcoreinfo: Option<String>,
     details: Vec<(String, String)>,
+    /// What the dump header says of the kernel (Windows crash dumps).
+    kernel_hints: KernelHints,
+    /// A Windows crash dump's CONTEXT, as vCPU 0.
+    context_registers: Option<Arc<crashdump::ContextRegisters>>,
 }
 
 /// How a dump's bytes become physical memory.
@@ -272,6 +286,7 @@ impl Dump {
             },
             DumpFormat::Avml => parse_avml(data)?,
             DumpFormat::Kdump | DumpFormat::KdumpFlattened => parse_kdump(data)?,
+            DumpFormat::WindowsCrashDump => return crashdump::open(bytes, path),
         };
         parsed
             .details
@@ -289,6 +304,8 @@ impl Dump {
             registers: parsed.registers.map(Arc::new),
             vmcoreinfo: parsed.vmcoreinfo,
             details: parsed.details,
+            kernel_hints: KernelHints::default(),
+            context_registers: None,
         })
     }
 
@@ -317,10 +334,25 @@ impl Dump {
         &self.details
     }
 
+    /// What the dump's header says of the kernel (Windows crash dumps; empty otherwise).
+    pub fn kernel_hints(&self) -> &KernelHints {
+        &self.kernel_hints
+    }
+
+    /// A Windows crash dump's registers (its CONTEXT as vCPU 0); the target's registers.
+    pub fn context_registers(&self) -> Option<&crashdump::ContextRegisters> {
+        self.context_registers.as_deref()
+    }
+
     /// The dump as a session target of the `file` backend.
     pub fn into_target(self) -> Target {
         Target::builder(FILE_BACKEND.name, self.format.name(), self.memory)
-            .maybe_registers(self.registers.map(|r| r as Arc<dyn VcpuRegisters>))
+            .maybe_registers(
+                self.registers
+                    .map(|r| r as Arc<dyn VcpuRegisters>)
+                    .or(self.context_registers.map(|r| r as Arc<dyn VcpuRegisters>)),
+            )
+            .kernel_hints(self.kernel_hints)
             .slow_reads(self.slow_reads)
             .vmcoreinfo(self.vmcoreinfo)
             .details(self.details)
@@ -580,7 +612,7 @@ fn open_spec(rest: &str, _options: &OpenOptions) -> Result<Target, BoxError> {
 /// The `file` backend: `file:PATH` or a bare path to an existing file.
 pub static FILE_BACKEND: BackendFactory = BackendFactory {
     name: "file",
-    description: "memory dumps: ELF cores (QEMU dump-guest-memory), kdump, LiME, AVML, raw images",
+    description: "memory dumps: ELF cores (QEMU dump-guest-memory), kdump, LiME, AVML, Windows crash dumps, raw images",
     spec: SpecMatch::PrefixOrPath("file"),
     open: open_spec,
 };
