@@ -154,8 +154,8 @@ impl ContextRegisters {
         Self { regs }
     }
 
-    /// vCPU 0's registers.
-    pub fn registers(&self) -> &X86Registers {
+    /// vCPU 0's registers, by reference.
+    pub fn context(&self) -> &X86Registers {
         &self.regs
     }
 }
