@@ -131,14 +131,16 @@ pub fn open_with(
     let writer = options
         .write
         .then(|| memory.clone() as Arc<dyn PhysicalMemoryWrite>);
-    Ok(
-        Target::builder(XEN_BACKEND.name, dom.kind.name(), memory as Arc<dyn PhysicalMemory>)
-            .registers(vcpus)
-            .control(control)
-            .writer(writer)
-            .details(details)
-            .build(),
+    Ok(Target::builder(
+        XEN_BACKEND.name,
+        dom.kind.name(),
+        memory as Arc<dyn PhysicalMemory>,
     )
+    .registers(vcpus)
+    .control(control)
+    .writer(writer)
+    .details(details)
+    .build())
 }
 
 fn open_spec(rest: &str, options: &OpenOptions) -> Result<Target, BoxError> {
