@@ -314,11 +314,11 @@ pub struct ProcessInfo {
     pub pid: u32,
     /// Parent's process id.
     pub ppid: u32,
-    /// Name (Linux: `task->comm`).
+    /// Name (Linux: `task->comm`; Windows: `ImageFileName`).
     pub name: RString,
-    /// Real user id.
+    /// Real user id; `u32::MAX` on an OS without numeric ids (Windows).
     pub uid: u32,
-    /// Real group id.
+    /// Real group id; `u32::MAX` on an OS without numeric ids.
     pub gid: u32,
     /// Threads in the group.
     pub threads: u32,
@@ -326,7 +326,7 @@ pub struct ProcessInfo {
     pub kernel_thread: bool,
     /// Its page-table root, none for kernel threads.
     pub dtb: ROption<u64>,
-    /// The OS's process object (Linux: the leader's `task_struct`).
+    /// The OS's process object (Linux: the leader's `task_struct`; Windows: `_EPROCESS`).
     pub object: u64,
 }
 

@@ -5,8 +5,10 @@
 //!   several plugins load in one process), refuses one built against another plugin-API major
 //!   version or layout with a message naming it, its version and ours, and runs it
 //!   ([`LoadedPlugin::run`]); a panicking plugin yields [`PluginError::Panicked`].
-//! - [`session_host`]: [`SessionHost`], a [`vmi_core::Session`] (and its Linux kernel, when
-//!   one is bound) served to plugins as a [`vmi_plugin_api::HostInterface`].
+//! - [`session_host`]: [`SessionHost`], a [`vmi_core::Session`] (and the OS-neutral
+//!   capabilities of whatever OS profile is bound) served to plugins as a
+//!   [`vmi_plugin_api::HostInterface`]. No OS crate is a dependency: a plugin runs on any OS
+//!   that has what it asks for.
 //! - [`search`]: finding a plugin by path or name ([`search::resolve`]: the current directory,
 //!   then `$VMI_PLUGIN_PATH`).
 //! - [`error`]: why a plugin could not be loaded or run ([`PluginError`]).
@@ -26,5 +28,5 @@ pub mod session_host;
 
 pub use error::PluginError;
 pub use loader::{load, LoadedPlugin};
-pub use session_host::SessionHost;
+pub use session_host::{SessionHost, NO_NUMERIC_ID};
 pub use vmi_plugin_api::{Cell, Table, API_VERSION};
