@@ -41,6 +41,7 @@ pub struct Kernel {
     kuser_build: Option<u32>,
     kva_shadow: Option<bool>,
     kdbg: Result<Kdbg, String>,
+    found_through: Option<DtbSource>,
 }
 
 impl Kernel {
@@ -67,6 +68,7 @@ impl Kernel {
             kuser_build: None,
             kva_shadow: None,
             kdbg: Err("not read".into()),
+            found_through: None,
         };
         let vm = k.memory(session);
         k.build = k
@@ -83,7 +85,47 @@ impl Kernel {
             vm.read_exact(va, &mut b).ok().map(|()| b[0] != 0)
         });
         k.kdbg = kdbg::read(&vm, k.image.base, &k.profile);
+        k.use_system_dtb(session);
         Ok(k)
+    }
+
+    /// Switches to System's own page tables (`PsInitialSystemProcess->DirectoryTableBase`)
+    /// when discovery went through another process's (a vCPU's CR3 is the running process's)
+    /// and System's root maps nt too.
+    fn use_system_dtb(&mut self, session: &Session) {
+        let vm = self.memory(session);
+        let Some(system) = self
+            .symbol("PsInitialSystemProcess")
+            .ok()
+            .and_then(|va| GuestMemory::read_va(&vm, va).ok())
+        else {
+            return;
+        };
+        let Some(dtb) = system
+            .checked_add(self.offsets.eprocess.directory_table_base)
+            .and_then(|at| GuestMemory::read_u64(&vm, at).ok())
+        else {
+            return;
+        };
+        let root = crate::discovery::dtb::root_of(dtb);
+        if root == self.space.root || root.raw() == 0 {
+            return;
+        }
+        let space = AddressSpace {
+            root,
+            mode: self.space.mode,
+        };
+        let mut magic = [0u8; 2];
+        let maps_nt = session
+            .virtual_memory(space)
+            .read_exact(self.image.base, &mut magic)
+            .is_ok()
+            && &magic == b"MZ";
+        if maps_nt && crate::discovery::dtb::self_reference(session.memory(), root).is_some() {
+            self.found_through = Some(self.dtb_source);
+            self.space = space;
+            self.dtb_source = DtbSource::SystemProcess;
+        }
     }
 
     /// The symbol table.
@@ -134,6 +176,23 @@ impl Kernel {
     /// How the DTB was found.
     pub fn dtb_source(&self) -> DtbSource {
         self.dtb_source
+    }
+
+    /// How discovery first reached the kernel, when the DTB was then switched to System's.
+    pub fn found_through(&self) -> Option<DtbSource> {
+        self.found_through
+    }
+
+    /// [`Kernel::dtb_source`] in words, with the way it was first reached.
+    pub fn describe_dtb_source(&self) -> String {
+        match self.found_through {
+            Some(first) => format!(
+                "{}, reached through {}",
+                self.dtb_source.describe(),
+                first.describe()
+            ),
+            None => self.dtb_source.describe(),
+        }
     }
 
     /// `NtBuildNumber & 0xFFFF`.

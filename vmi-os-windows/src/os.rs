@@ -164,7 +164,7 @@ impl OsProfile for WindowsOs {
             kaslr_slide: k.base().raw(),
             kernel_dtb: k.space().root,
             kernel_paging_mode: k.space().mode,
-            kernel_dtb_source: k.dtb_source().describe(),
+            kernel_dtb_source: k.describe_dtb_source(),
             details,
         }
     }

@@ -20,6 +20,8 @@ pub enum DtbSource {
     Header,
     /// The DTB given by the caller.
     Given,
+    /// System's `DirectoryTableBase`, read once nt was found through another root.
+    SystemProcess,
 }
 
 impl DtbSource {
@@ -31,6 +33,7 @@ impl DtbSource {
             DtbSource::Pml4Scan => "a self-referencing PML4 in low physical memory".to_owned(),
             DtbSource::Header => "the dump header".to_owned(),
             DtbSource::Given => "given".to_owned(),
+            DtbSource::SystemProcess => "System's DirectoryTableBase".to_owned(),
         }
     }
 }
