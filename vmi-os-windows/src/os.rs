@@ -373,11 +373,12 @@ pub fn open(
             TableMatch::Given,
         )
     } else if let Some(id) = &image.pdb {
-        let complete = options.full_profile || !options.use_cache;
+        // Only what the analyses use unless the caller needs the whole table: a missing
+        // symbol then says IncompleteProfile, and the caller asks again with `full_profile`.
         let table = if options.use_cache {
             symbols::table_for(id, &dirs, options.full_profile)?
         } else {
-            symbols::load_table(&symbols::find_table(id, &dirs)?, complete)?
+            symbols::load_table(&symbols::find_table(id, &dirs)?, options.full_profile)?
         };
         (table, TableMatch::Guid)
     } else {

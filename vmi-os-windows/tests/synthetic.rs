@@ -33,7 +33,10 @@ fn discovery_and_processes_match_truth() {
         assert_eq!(k.kva_shadow(), Some(t.kva_shadow));
         let kdbg = k.kdbg().as_ref().unwrap();
         assert_eq!(kdbg.kern_base, Va::new(t.kernel_base));
-        assert_eq!(kdbg.ps_active_process_head, Va::new(t.ps_active_process_head));
+        assert_eq!(
+            kdbg.ps_active_process_head,
+            Va::new(t.ps_active_process_head)
+        );
 
         let ps = analysis::processes(&session, k).unwrap();
         assert!(ps.warnings.is_empty(), "{:?}", ps.warnings);
@@ -43,7 +46,12 @@ fn discovery_and_processes_match_truth() {
             assert_eq!(p.ppid, want.ppid);
             assert_eq!(p.eprocess, Va::new(want.eprocess));
             assert_eq!(p.name, want.image_file_name, "pid {}", p.pid);
-            assert_eq!(p.image_path.clone().unwrap_or_default(), want.image_path, "pid {}", p.pid);
+            assert_eq!(
+                p.image_path.clone().unwrap_or_default(),
+                want.image_path,
+                "pid {}",
+                p.pid
+            );
             assert_eq!(p.create_time, want.create_time);
             assert_eq!(Some(p.exit_time).filter(|&e| e != 0), want.exit_time);
             assert_eq!(p.dtb, Pa::new(want.dtb_pa), "pid {}", p.pid);
