@@ -753,6 +753,8 @@ fn hostile_triage() {
         0x0000_8000_0000_0000u64,
         0xFFFF_FFFF_FFFF_FFF0,
         0x0000_7FFF_FFFF_FFF0,
+        // The block (0x200 bytes) would end at the last byte of the address space.
+        0u64.wrapping_sub(0x200),
     ] {
         let mut f = good.bytes.clone();
         put(&mut f, good.blocks_table as usize, &va.to_le_bytes());

@@ -159,7 +159,9 @@ fn check_block(
             file_len,
         });
     }
-    let last = va.checked_add(size.saturating_sub(1));
+    // The end (exclusive) must be representable too: a block touching the very last byte
+    // of the address space is refused, so later arithmetic on `va + size` cannot overflow.
+    let last = va.checked_add(size).and_then(|end| end.checked_sub(1));
     if !canonical(va) || last.is_none_or(|l| !canonical(l) || (l >> 47) != (va >> 47)) {
         return Err(CrashDumpError::TriageBlockAddress {
             what,
