@@ -38,6 +38,11 @@ impl WindowsOs {
         &self.kernel
     }
 
+    /// The kernel, unwrapped.
+    pub fn into_kernel(self) -> Kernel {
+        self.kernel
+    }
+
     fn neutral(&self, e: WindowsError) -> OsError {
         match e {
             e if !self.kernel.complete() && e.is_missing_profile_item() => {
