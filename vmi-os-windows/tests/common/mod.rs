@@ -77,3 +77,56 @@ pub fn options() -> DetectOptions {
         ..Default::default()
     }
 }
+
+/// Physical memory with some bytes replaced (hostile variants of a guest).
+pub struct Overlay {
+    pub base: Arc<dyn PhysicalMemory>,
+    pub patches: Vec<(u64, Vec<u8>)>,
+}
+
+impl PhysicalMemory for Overlay {
+    fn read(&self, pa: vmi_core::Pa, buf: &mut [u8]) -> Result<(), vmi_core::MemoryError> {
+        self.base.read(pa, buf)?;
+        let start = pa.raw();
+        let end = start + buf.len() as u64;
+        for (at, bytes) in &self.patches {
+            let (p0, p1) = (*at, *at + bytes.len() as u64);
+            let (lo, hi) = (p0.max(start), p1.min(end));
+            if lo < hi {
+                buf[(lo - start) as usize..(hi - start) as usize]
+                    .copy_from_slice(&bytes[(lo - p0) as usize..(hi - p0) as usize]);
+            }
+        }
+        Ok(())
+    }
+
+    fn memory_map(&self) -> &[vmi_core::MemoryRegion] {
+        self.base.memory_map()
+    }
+}
+
+impl Guest {
+    /// A session on this guest with `patches` (virtual address in `space`, bytes) applied.
+    pub fn patched(
+        &self,
+        space: vmi_core::AddressSpace,
+        patches: &[(vmi_core::Va, Vec<u8>)],
+    ) -> Session {
+        let plain = self.session();
+        let phys = patches
+            .iter()
+            .map(|(va, bytes)| {
+                let pa = plain.translate(space, *va).unwrap().pa.raw();
+                (pa, bytes.clone())
+            })
+            .collect();
+        let memory: Arc<dyn PhysicalMemory> = Arc::new(Overlay {
+            base: Arc::new(self.guest.memory().clone()),
+            patches: phys,
+        });
+        let target = Target::builder("test", "patched", memory)
+            .registers(Arc::new(Regs(self.guest.vcpus().to_vec())))
+            .build();
+        Session::from_target("patched", target, Box::new(vmi_arch_x86::X86::new()))
+    }
+}
