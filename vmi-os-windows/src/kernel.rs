@@ -270,6 +270,7 @@ pub fn fingerprint(
     space: AddressSpace,
     base: Va,
     dirs: &[PathBuf],
+    use_cache: bool,
 ) -> Result<SymbolTable, WindowsError> {
     let hints = &session.kernel_hints().symbols;
     let vm = session.virtual_memory(space);
@@ -303,7 +304,12 @@ pub fn fingerprint(
         checked == 2
     };
     let mut looked = Vec::new();
-    for (id, path) in symbols::cache::entries() {
+    let cached = if use_cache {
+        symbols::cache::entries()
+    } else {
+        Vec::new()
+    };
+    for (id, path) in cached {
         if let Some(t) = symbols::cache::load(&id) {
             if fits(&t.profile) {
                 return Ok(t);
@@ -314,7 +320,7 @@ pub fn fingerprint(
     for path in symbols::all_tables(dirs) {
         if let Ok(t) = symbols::load_table(&path, false) {
             if fits(&t.profile) {
-                if let (Some(id), Some(json)) = (&t.pdb, &t.subset_json) {
+                if let (true, Some(id), Some(json)) = (use_cache, &t.pdb, &t.subset_json) {
                     let _ = symbols::cache::save(id, json);
                 }
                 return Ok(t);

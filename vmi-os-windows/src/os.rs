@@ -388,7 +388,7 @@ pub fn open(
         (table, TableMatch::Guid)
     } else {
         (
-            fingerprint(session, space, image.base, &dirs)?,
+            fingerprint(session, space, image.base, &dirs, options.use_cache)?,
             TableMatch::Fingerprint,
         )
     };
