@@ -32,9 +32,9 @@ pub enum DumpError {
     /// The content is no format vmi reads (ELF core, LiME, AVML, kdump), and is not a raw image either (a raw image
     /// is any other file whose size is a non-zero multiple of 4 KiB).
     #[error(
-        "{path} ({len} bytes) is not a memory dump vmi recognises: not an ELF core, not LiME, \
-         and not a raw image (raw images are a non-zero multiple of 4 KiB); it starts with \
-         [{first_bytes}]"
+        "{path} ({len} bytes) is not a memory dump vmi recognises: not an ELF core, kdump, \
+         LiME, AVML or Windows crash dump, and not a raw image (raw images are a non-zero \
+         multiple of 4 KiB); it starts with [{first_bytes}]"
     )]
     UnknownFormat {
         /// The file.

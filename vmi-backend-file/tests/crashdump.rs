@@ -222,7 +222,6 @@ fn into_target_keeps_everything(dump: Dump, dtb: u64) {
 
 const RUNS: &[(u64, u64)] = &[(1, 0x9E), (0x100, 0x40), (0x180, 3), (0x1000, 1)];
 
-#[test]
 fn full_dump_round_trip() {
     let data = runs_data(RUNS);
     let mut file = Vec::new();
@@ -246,7 +245,6 @@ fn full_dump_round_trip() {
     into_target_keeps_everything(dump, 0x1AD002);
 }
 
-#[test]
 fn bitmap_dump_round_trip() {
     // More runs than a full dump can hold, and a bitmap whose last byte is partly used.
     let mut runs: Vec<(u64, u64)> = (0..60).map(|i| (3 + i * 5, 1 + i % 3)).collect();
@@ -276,7 +274,6 @@ fn bitmap_dump_round_trip() {
     assert!(again == file);
 }
 
-#[test]
 fn live_and_rdmp_dumps_round_trip() {
     let data = runs_data(RUNS);
     let runs = borrowed(&data);
@@ -302,7 +299,6 @@ fn live_and_rdmp_dumps_round_trip() {
     }
 }
 
-#[test]
 fn random_bitmaps_read_back_exactly() {
     let mut seed = 0x1234_5678_9ABC_DEF1u64;
     for round in 0..20 {
@@ -401,7 +397,6 @@ fn read_va(mem: &dyn PhysicalMemory, root: u64, va: u64) -> Option<u8> {
     Some(b[0])
 }
 
-#[test]
 fn triage_data_blocks_behind_synthetic_page_tables() {
     let (file, expected) = triage_file();
     let parsed = crashdump::parse(&file.bytes).unwrap();
@@ -504,7 +499,6 @@ fn bitmap_file() -> Vec<u8> {
     file
 }
 
-#[test]
 fn hostile_headers_and_runs() {
     let good = full_file();
     // Truncated header: a crash dump error, not a raw image.
@@ -586,7 +580,6 @@ fn hostile_headers_and_runs() {
     }
 }
 
-#[test]
 fn hostile_bitmaps() {
     let good = bitmap_file();
     let bits_at = 0x2030;
@@ -656,7 +649,6 @@ fn hostile_bitmaps() {
         .contains("says 0x1 present pages"));
 }
 
-#[test]
 fn hostile_rdmp() {
     let data = runs_data(RUNS);
     let runs = borrowed(&data);
@@ -713,7 +705,6 @@ fn hostile_rdmp() {
     check_pages(dump.memory(), &RUNS[..1]);
 }
 
-#[test]
 fn hostile_triage() {
     let (good, _) = triage_file();
     let th = good.triage_header as usize;
@@ -830,7 +821,6 @@ fn hostile_triage() {
 
 /// Real memory: each fixture guest's ELF dump rewritten as a full and a bitmap crash dump reads
 /// back page for page, and vCPU 0's CR3 walks the same kernel page tables through it.
-#[test]
 fn real_guest_memory_as_crash_dumps() {
     for g in vmi_fixtures::guests() {
         let elf = Dump::open(g.elf()).unwrap();
@@ -886,3 +876,16 @@ fn real_guest_memory_as_crash_dumps() {
         }
     }
 }
+
+vmi_fixtures::real_guest_tests!(
+    full_dump_round_trip,
+    bitmap_dump_round_trip,
+    live_and_rdmp_dumps_round_trip,
+    random_bitmaps_read_back_exactly,
+    triage_data_blocks_behind_synthetic_page_tables,
+    hostile_headers_and_runs,
+    hostile_bitmaps,
+    hostile_rdmp,
+    hostile_triage,
+    real_guest_memory_as_crash_dumps,
+);

@@ -159,7 +159,8 @@ fn modules_and_maps_equal_proc() {
 
         for pid in g.targets().iter().map(|t| t.pid) {
             // /proc/PID/maps: start-end perms offset dev inode path
-            let want: Vec<(u64, u64, String, u64, String)> = g
+            // The inode, OS-specific, is under `os`.
+            let want: Vec<(u64, u64, String, u64, u64, String)> = g
                 .truth(&format!("maps/{pid}"))
                 .lines()
                 .map(|l| {
@@ -170,12 +171,13 @@ fn modules_and_maps_equal_proc() {
                         hex(e),
                         f[1].to_owned(),
                         hex(f[2]),
+                        f[4].parse().unwrap(),
                         f.get(5).copied().unwrap_or("").to_owned(),
                     )
                 })
                 .collect();
             let maps = run_json_cached(&cache, &["--target", t, "maps", &pid.to_string()]);
-            let got: Vec<(u64, u64, String, u64, String)> = maps
+            let got: Vec<(u64, u64, String, u64, u64, String)> = maps
                 .as_array()
                 .unwrap()
                 .iter()
@@ -185,6 +187,7 @@ fn modules_and_maps_equal_proc() {
                         hex(m["end"].as_str().unwrap()),
                         m["perms"].as_str().unwrap().to_owned(),
                         m["offset"].as_u64().unwrap(),
+                        m["os"]["inode"].as_u64().unwrap(),
                         m["path"].as_str().unwrap().to_owned(),
                     )
                 })
