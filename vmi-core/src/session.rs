@@ -401,37 +401,52 @@ impl Session {
     }
 
     /// Runs every registered OS detector and binds the surest profile found (on a tie, the
-    /// detector whose name sorts first, so registration order never matters). A detector
+    /// one found by cheap checks, then the detector whose name sorts first: registration
+    /// order never matters). A detector
     /// that fails does not hide the others: what each said is kept for
-    /// [`Session::detections`]. Returns the bound profile, if any detector found its OS.
+    /// [`Session::detections`]. Detectors run their cheap checks first; those that
+    /// [`Detection::Deferred`] an expensive search run it only when no detector proved its OS.
+    /// Returns the bound profile, if any detector found its OS.
     pub fn detect_os(&mut self, options: &DetectOptions) -> Option<&dyn OsProfile> {
-        let mut best: Option<(Confidence, &'static str, Box<dyn OsProfile>)> = None;
-        let mut reports = Vec::new();
         let mut detectors: Vec<&OsDetector> = registry::OS_DETECTORS.items().to_vec();
         detectors.sort_by_key(|d| d.name);
+        let mut best: Option<(Confidence, &'static str, Box<dyn OsProfile>)> = None;
+        let mut reports = Vec::new();
+        let mut deferred = Vec::new();
+        let cheap = DetectOptions {
+            exhaustive: options.exhaustive,
+            ..options.clone()
+        };
         for detector in detectors {
-            let (outcome, confidence, reason) = match (detector.detect)(self, options) {
-                Detection::Found {
-                    profile,
-                    confidence,
-                } => {
-                    let surer = best.as_ref().is_none_or(|(c, _, _)| confidence > *c);
-                    if surer {
-                        best = Some((confidence, detector.name, profile));
-                    }
-                    ("found", Some(confidence), String::new())
-                }
-                Detection::NotThisOs(why) => ("not-this-os", None, why),
-                Detection::Failed(e) => ("failed", None, e.to_string()),
-            };
-            reports.push(DetectionReport {
-                detector: detector.name,
-                outcome,
-                confidence,
-                reason,
-                bound: false,
-            });
+            let detection = (detector.detect)(self, &cheap);
+            if let Detection::Deferred(why) = &detection {
+                deferred.push((detector, why.clone()));
+                continue;
+            }
+            reports.push(Self::report(detector, detection, &mut best));
         }
+        let proven = best
+            .as_ref()
+            .is_some_and(|(c, _, _)| *c >= Confidence::CERTAIN);
+        let thorough = DetectOptions {
+            exhaustive: true,
+            ..options.clone()
+        };
+        for (detector, why) in deferred {
+            if proven {
+                reports.push(DetectionReport {
+                    detector: detector.name,
+                    outcome: "deferred",
+                    confidence: None,
+                    reason: format!("{why} (not needed: another detector proved its OS)"),
+                    bound: false,
+                });
+            } else {
+                let detection = (detector.detect)(self, &thorough);
+                reports.push(Self::report(detector, detection, &mut best));
+            }
+        }
+        reports.sort_by_key(|r| r.detector);
         if let Some((_, name, profile)) = best {
             for r in &mut reports {
                 r.bound = r.detector == name;
@@ -440,6 +455,37 @@ impl Session {
         }
         self.detections = reports;
         self.os.as_deref()
+    }
+
+    /// One detector's verdict; a found profile surer than `best` replaces it.
+    fn report(
+        detector: &OsDetector,
+        detection: Detection,
+        best: &mut Option<(Confidence, &'static str, Box<dyn OsProfile>)>,
+    ) -> DetectionReport {
+        let (outcome, confidence, reason) = match detection {
+            Detection::Found {
+                profile,
+                confidence,
+            } => {
+                // Detectors run in name order, so a tie keeps the first name.
+                let surer = best.as_ref().is_none_or(|(c, _, _)| confidence > *c);
+                if surer {
+                    *best = Some((confidence, detector.name, profile));
+                }
+                ("found", Some(confidence), String::new())
+            }
+            Detection::NotThisOs(why) => ("not-this-os", None, why),
+            Detection::Failed(e) => ("failed", None, e.to_string()),
+            Detection::Deferred(why) => ("deferred", None, why),
+        };
+        DetectionReport {
+            detector: detector.name,
+            outcome,
+            confidence,
+            reason,
+            bound: false,
+        }
     }
 
     /// What each OS detector said at the last [`Session::detect_os`].

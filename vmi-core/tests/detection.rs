@@ -86,6 +86,7 @@ impl OsProfile for Named {
 const ONLY_FAILURES: u8 = 0;
 const TWO_FOUND: u8 = 1;
 const TIE: u8 = 2;
+const DEEP_WINS: u8 = 3;
 
 fn scenario(session: &Session) -> u8 {
     let mut byte = [u8::MAX];
@@ -104,7 +105,7 @@ fn sure(session: &Session, _: &DetectOptions) -> Detection {
             profile: Box::new(Named("sure")),
             confidence: Confidence::CERTAIN,
         },
-        TIE => Detection::Found {
+        TIE | DEEP_WINS => Detection::Found {
             profile: Box::new(Named("sure")),
             confidence: Confidence(70),
         },
@@ -114,11 +115,24 @@ fn sure(session: &Session, _: &DetectOptions) -> Detection {
 
 fn unsure(session: &Session, _: &DetectOptions) -> Detection {
     match scenario(session) {
-        TWO_FOUND | TIE => Detection::Found {
+        TWO_FOUND | TIE | DEEP_WINS => Detection::Found {
             profile: Box::new(Named("unsure")),
             confidence: Confidence(70),
         },
         _ => Detection::NotThisOs("no self-map".into()),
+    }
+}
+
+/// Only an expensive search can tell; with it, this finds its OS only on a DEEP_WINS guest
+/// (where nothing is proven, so the search runs).
+fn deep(session: &Session, options: &DetectOptions) -> Detection {
+    match (options.exhaustive, scenario(session)) {
+        (false, _) => Detection::Deferred("needs a full scan".into()),
+        (true, DEEP_WINS) => Detection::Found {
+            profile: Box::new(Named("deep")),
+            confidence: Confidence(90),
+        },
+        (true, _) => Detection::NotThisOs("scanned everything".into()),
     }
 }
 
@@ -138,6 +152,12 @@ static SURE: OsDetector = OsDetector {
     description: "finds its OS with proof",
     detect: sure,
 };
+static DEEP: OsDetector = OsDetector {
+    name: "d-deep",
+    description: "needs an expensive search",
+    detect: deep,
+};
+vmi_core::register_os_detector!(DEEP);
 vmi_core::register_os_detector!(UNSURE);
 vmi_core::register_os_detector!(BROKEN);
 vmi_core::register_os_detector!(SURE);
@@ -168,8 +188,10 @@ fn a_failing_detector_hides_no_other_and_the_surest_is_bound() {
             ("a-broken", "failed", false),
             ("b-unsure", "found", false),
             ("c-sure", "found", true),
+            ("d-deep", "deferred", false),
         ]
     );
+    assert!(s.detections()[3].reason.contains("not needed"));
     assert_eq!(s.detections()[0].reason, "its structures are corrupt");
     assert_eq!(s.detections()[2].confidence, Some(Confidence::CERTAIN));
 }
@@ -185,6 +207,21 @@ fn equally_sure_detectors_are_decided_by_name_not_registration_order() {
         Some("unsure"),
         "b-unsure sorts before c-sure"
     );
+    assert_eq!(
+        s.detections()[3].outcome,
+        "not-this-os",
+        "nothing proven: it ran"
+    );
+}
+
+#[test]
+fn with_nothing_proven_the_deferred_search_runs_and_can_win() {
+    let mut s = session(DEEP_WINS);
+    let os = s
+        .detect_os(&DetectOptions::default())
+        .map(|os| os.info().kind);
+    assert_eq!(os.as_deref(), Some("deep"), "90% beats two at 70%");
+    assert_eq!(s.detections()[3].outcome, "found");
 }
 
 #[test]
@@ -196,7 +233,7 @@ fn no_os_is_an_error_that_says_what_each_detector_found() {
         e.as_deref(),
         Some(
             "target `guest`: no guest OS was identified (a-broken: its structures are corrupt; \
-             b-unsure: no self-map; c-sure: no banner)"
+             b-unsure: no self-map; c-sure: no banner; d-deep: scanned everything)"
         )
     );
 }

@@ -345,6 +345,19 @@ fn detect(session: &Session, options: &DetectOptions) -> Detection {
         // A banner whose kallsyms decode (or a given profile that placed the banner).
         confidence: Confidence::CERTAIN,
     };
+    let registerless = session.vcpu_count() == 0 && session.vmcoreinfo().is_none();
+    if registerless && !options.exhaustive {
+        // The cache knows where this build's banner was: a cheap probe.
+        if options.use_cache && !options.full_profile && options.profiles.is_empty() {
+            if let Some(kernel) = cache::load_physical(session) {
+                return found(LinuxOs::new(kernel, true).check_vmcoreinfo(session));
+            }
+        }
+        return Detection::Deferred(
+            "no registers: the kernel banner must be searched for in all of physical memory"
+                .to_owned(),
+        );
+    }
     let opened = if options.profiles.is_empty() {
         open(session, options.use_cache && !options.full_profile)
     } else {

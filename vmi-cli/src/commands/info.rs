@@ -134,7 +134,7 @@ pub fn run(ctx: &Context<'_>) -> Result<(), BoxError> {
 
 fn table(info: &Info) -> String {
     let mut out = String::new();
-    let mut kv = |k: &str, v: String| out.push_str(&format!("{k:<14}{v}\n"));
+    let mut kv = |k: &str, v: String| out.push_str(&format!("{k:<13} {v}\n"));
     kv("backend", info.backend.to_owned());
     kv("format", info.format.clone());
     kv(

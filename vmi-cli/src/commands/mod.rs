@@ -40,6 +40,7 @@ pub fn run(cli: &Cli) -> Result<(), BoxError> {
         // An export needs the whole profile, which only discovery (or --symbols) gives.
         // Plugins may look up any symbol or type: they get the full profile too.
         full_profile: matches!(cli.command, Command::IsfExport(_) | Command::Plugin(_)),
+        exhaustive: false,
     };
     // Pause before the OS is detected, so detection sees the same state as the command.
     let _paused = PauseGuard::new(session.control_handle(), cli.pause)?;

@@ -143,6 +143,10 @@ pub enum Detection {
     NotThisOs(String),
     /// The detector recognised its OS but could not build a profile.
     Failed(BoxError),
+    /// The cheap checks were not enough and only an expensive search is left (Linux with no
+    /// registers: the banner in all of physical memory). The session runs it, with
+    /// [`DetectOptions::exhaustive`], only if no other detector proved its OS.
+    Deferred(String),
 }
 
 /// What the user gave detectors to work with. The default: no symbol tables, the profile
@@ -158,6 +162,9 @@ pub struct DetectOptions {
     /// Whether the detector must build the whole profile (an ISF export or a plugin may ask
     /// for any symbol or type), not only what earlier runs used.
     pub full_profile: bool,
+    /// Whether the detector may run its expensive searches (set by the session for the
+    /// second round of [`crate::Session::detect_os`], for detectors that deferred).
+    pub exhaustive: bool,
 }
 
 impl Default for DetectOptions {
@@ -167,6 +174,7 @@ impl Default for DetectOptions {
             symbol_path: Vec::new(),
             use_cache: true,
             full_profile: false,
+            exhaustive: false,
         }
     }
 }
@@ -176,7 +184,8 @@ impl Default for DetectOptions {
 pub struct DetectionReport {
     /// The detector.
     pub detector: &'static str,
-    /// `found`, `not-this-os` or `failed`.
+    /// `found`, `not-this-os`, `failed`, or `deferred` (its expensive search was not needed:
+    /// another detector proved its OS).
     pub outcome: &'static str,
     /// How sure it was, when it found its OS.
     pub confidence: Option<Confidence>,
