@@ -91,3 +91,21 @@ fn registerless_discovery_is_quick() {
     eprintln!("raw discovery: {took:?}");
     assert!(took < std::time::Duration::from_secs(2), "{took:?}");
 }
+
+/// The benchmark guest: 200 processes in 1 GiB (benches time `vmi ps` on it).
+#[test]
+fn two_hundred_processes() {
+    let isf = isf_files()
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("BBED"))
+        .unwrap();
+    let o = Options {
+        processes: 200,
+        ..Options::default()
+    };
+    let dir = cached(&isf, &o).unwrap();
+    let truth = Truth::load(&dir).unwrap();
+    assert_eq!(truth.processes.len(), 200);
+    check(&dir.join("memory.elf"), &truth);
+    eprintln!("benchmark guest: {}", dir.display());
+}
