@@ -346,92 +346,6 @@ pub fn guid_from_string(text: &str) -> Option<[u8; 16]> {
     Some(stored)
 }
 
-/// Bytes passed from the decompressing thread to the parser, in chunks.
-struct ChunkWriter(std::sync::mpsc::SyncSender<Vec<u8>>, Vec<u8>);
-
-/// The chunk size handed over.
-const CHUNK: usize = 256 << 10;
-
-impl std::io::Write for ChunkWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.1.extend_from_slice(buf);
-        if self.1.len() >= CHUNK {
-            let full = std::mem::replace(&mut self.1, Vec::with_capacity(CHUNK * 2));
-            self.0
-                .send(full)
-                .map_err(|_| std::io::Error::other("the parser stopped"))?;
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if !self.1.is_empty() {
-            let rest = std::mem::take(&mut self.1);
-            self.0
-                .send(rest)
-                .map_err(|_| std::io::Error::other("the parser stopped"))?;
-        }
-        Ok(())
-    }
-}
-
-/// The parser's side: the chunks as one byte stream.
-struct ChunkReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    current: Vec<u8>,
-    at: usize,
-}
-
-impl std::io::Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.at >= self.current.len() {
-            match self.rx.recv() {
-                Ok(next) => {
-                    self.current = next;
-                    self.at = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let rest = self.current.get(self.at..).unwrap_or(&[]);
-        let n = rest.len().min(buf.len());
-        buf[..n].copy_from_slice(&rest[..n]);
-        self.at += n;
-        Ok(n)
-    }
-}
-
-/// The subset document of the `.xz` table `compressed`: decompressed on one thread while the
-/// other parses, so a cold load costs about the decompression alone.
-fn subset_of_xz(compressed: Vec<u8>) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-    let decompress = std::thread::spawn(move || {
-        let mut out = ChunkWriter(tx, Vec::with_capacity(CHUNK * 2));
-        let r = lzma_rs::xz_decompress(&mut &compressed[..], &mut out);
-        let flushed = std::io::Write::flush(&mut out);
-        r.map_err(|e| e.to_string())?;
-        flushed.map_err(|e| e.to_string())
-    });
-    let reader = std::io::BufReader::with_capacity(
-        CHUNK,
-        ChunkReader {
-            rx,
-            current: Vec::new(),
-            at: 0,
-        },
-    );
-    let mut de = serde_json::Deserializer::from_reader(reader);
-    let parsed = de.deserialize_map(SubsetDoc).map_err(|e| e.to_string());
-    // Dropping the parser's side ends a decompression the parser gave up on.
-    drop(de);
-    let decompressed = decompress
-        .join()
-        .map_err(|_| "the decompressing thread panicked".to_owned())?;
-    let doc = parsed?;
-    decompressed?;
-    Ok(doc)
-}
-
 /// Loads the table at `path`: only what the analyses use unless `complete`.
 pub fn load_table(path: &Path, complete: bool) -> Result<SymbolTable, WindowsError> {
     let bad = |reason: String| WindowsError::BadSymbolTable {
@@ -455,11 +369,12 @@ pub fn load_table(path: &Path, complete: bool) -> Result<SymbolTable, WindowsErr
             subset_json: None,
         });
     }
-    let raw = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let doc = if raw.starts_with(b"\xfd7zXZ\0") {
-        subset_of_xz(raw).map_err(bad)?
-    } else {
-        let mut de = serde_json::Deserializer::from_slice(&raw);
+    // Decompressing then parsing from a slice beats parsing while decompressing: serde_json
+    // reads a slice several times faster than a stream (measured: 80-95 ms + 20 ms against
+    // 145 ms for the two threads).
+    let bytes = read_table_bytes(path)?;
+    let doc = {
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
         de.deserialize_map(SubsetDoc)
             .map_err(|e| bad(e.to_string()))?
     };
