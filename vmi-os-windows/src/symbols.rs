@@ -232,6 +232,20 @@ pub const USED_SYMBOLS: &[&str] = &[
     "PsLoadedModuleList",
 ];
 
+/// Names the subset a table file holds ([`USED_TYPES`] and [`USED_SYMBOLS`]), so that a cache
+/// written by a vmi that used other items is rebuilt rather than trusted.
+pub fn subset_key() -> String {
+    let all = USED_TYPES
+        .iter()
+        .chain(USED_SYMBOLS)
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, name| {
+            name.bytes()
+                .chain(std::iter::once(0))
+                .fold(h, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+        });
+    format!("{all:016x}")
+}
+
 /// A table loaded for this build: the profile and the identity its metadata states.
 #[derive(Debug, Clone)]
 pub struct SymbolTable {
@@ -379,6 +393,10 @@ pub fn load_table(path: &Path, complete: bool) -> Result<SymbolTable, WindowsErr
             .map_err(|e| bad(e.to_string()))?
     };
     let pdb = doc.get("metadata").and_then(pdb_of_metadata);
+    let mut doc = doc;
+    if let Some(serde_json::Value::Object(meta)) = doc.get_mut("metadata") {
+        meta.insert("vmi_subset".into(), subset_key().into());
+    }
     let json = serde_json::to_vec(&doc).map_err(|e| bad(e.to_string()))?;
     let mut profile = Profile::from_isf(&json).map_err(|e| bad(e.to_string()))?;
     profile.source = format!("{} (the types vmi uses)", path.display());
@@ -438,6 +456,13 @@ pub mod cache {
         }
         let path = path(id)?;
         let bytes = std::fs::read(&path).ok()?;
+        // A subset written by a vmi that used other types is not this vmi's: rebuild it.
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let doc = de.deserialize_map(SubsetDoc).ok()?;
+        let key = doc.get("metadata")?.get("vmi_subset")?.as_str()?;
+        if key != subset_key() {
+            return None;
+        }
         let mut profile = Profile::from_isf(&bytes).ok()?;
         profile.source = format!("cache {}", path.display());
         Some(SymbolTable {
@@ -594,6 +619,18 @@ mod tests {
         );
         assert!(t.profile.symbol("KiInitialPCR").is_none());
         assert!(t.profile.user_type("_DEVICE_OBJECT").is_none());
+        // The cache accepts its own subsets only.
+        let tmp = std::env::temp_dir().join(format!("vmi-win-cache-{}", std::process::id()));
+        std::env::set_var("VMI_CACHE_DIR", &tmp);
+        cache::save(&bbed(), t.subset_json.as_ref().unwrap()).unwrap();
+        assert!(cache::load(&bbed()).is_some());
+        let stale = String::from_utf8(t.subset_json.clone().unwrap())
+            .unwrap()
+            .replace(&subset_key(), "0000000000000000");
+        cache::save(&bbed(), stale.as_bytes()).unwrap();
+        assert!(cache::load(&bbed()).is_none());
+        assert_eq!(cache::entries().len(), 1);
+        std::fs::remove_dir_all(&tmp).unwrap();
         // Reparsing the cached form gives the same offsets.
         let again = Profile::from_isf(t.subset_json.as_ref().unwrap()).unwrap();
         assert_eq!(again.struct_size("_EPROCESS").unwrap(), 0xA40);
