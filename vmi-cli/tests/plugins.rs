@@ -442,6 +442,99 @@ fn patched_dumps_syscall_hook_and_hidden_task_are_each_flagged_exactly() {
     }
 }
 
+/// One binary `.so`, two OSes: `scan` asks only OS-neutral questions (processes, regions,
+/// reads), so it runs unchanged on a Linux guest and on a synthetic Windows guest (built from
+/// a real ntoskrnl symbol table; no Windows guest can run here).
+fn the_same_scan_plugin_binary_runs_on_linux_and_on_windows() {
+    use vmi_fixtures::windows::{cached, isf_dir, isf_files, Options, Truth};
+    let Some(g) = guests().into_iter().next() else {
+        return;
+    };
+    if !isf_dir().is_dir() {
+        vmi_fixtures::skip_optional(format!(
+            "no Windows symbol tables in {}",
+            isf_dir().display()
+        ));
+        return;
+    }
+    let cache = fresh_cache_dir("plugin-two-oses");
+    let t = &g.targets()[0];
+    let secret = format!("VMI-HEAP-SECRET-{}", t.pid);
+    let linux = rows(&run_plugin(
+        &g.elf(),
+        &cache,
+        "scan",
+        &["--pid", &t.pid.to_string(), &secret],
+    ));
+    assert!(
+        linux.iter().any(|r| addr(&r["va"]) == t.heap),
+        "{}: {linux:?}",
+        g.name
+    );
+
+    let isf = &isf_files()[0];
+    let dir = cached(isf, &Options::default()).unwrap();
+    let truth = Truth::load(&dir).unwrap();
+    let explorer = truth
+        .processes
+        .iter()
+        .find(|p| p.name == "explorer.exe")
+        .unwrap();
+    // Its environment holds VMI_PID=<pid>, in UTF-16 as Windows keeps it.
+    let needle: String = format!("VMI_PID={}", explorer.pid)
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let out = vmi()
+        .env("VMI_CACHE_DIR", &cache)
+        .env("VMI_SYMBOL_PATH", isf_dir())
+        .args(["--format", "json", "--target"])
+        .arg(dir.join("memory.elf"))
+        .args(["plugin", "run"])
+        .arg(lib("scan"))
+        .args(["--", "--pid", &explorer.pid.to_string(), "--hex", &needle])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let windows = rows(&serde_json::from_slice(&out.stdout).unwrap());
+    assert!(
+        !windows.is_empty(),
+        "{}: no VMI_PID= in explorer's memory",
+        truth.isf
+    );
+    // Each hit reads back as the needle through `vmi read --pid`, outside the plugin.
+    for hit in &windows {
+        let va = format!("{:#x}", addr(&hit["va"]));
+        let out = vmi()
+            .env("VMI_CACHE_DIR", &cache)
+            .env("VMI_SYMBOL_PATH", isf_dir())
+            .args(["--format", "json", "--target"])
+            .arg(dir.join("memory.elf"))
+            .args([
+                "read",
+                "--pid",
+                &explorer.pid.to_string(),
+                &va,
+                &(needle.len() / 2).to_string(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["bytes"], needle.as_str(), "{} at {va}", truth.isf);
+    }
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
 vmi_fixtures::real_guest_tests!(
     a_plugin_of_another_api_major_version_is_refused_naming_both_versions,
     a_plugin_of_another_layout_is_refused,
@@ -453,4 +546,5 @@ vmi_fixtures::real_guest_tests!(
     scan_finds_each_target_process_heap_secret_where_the_guest_printed_it,
     hidden_tasks_sees_nothing_hidden_on_clean_guests,
     patched_dumps_syscall_hook_and_hidden_task_are_each_flagged_exactly,
+    the_same_scan_plugin_binary_runs_on_linux_and_on_windows,
 );

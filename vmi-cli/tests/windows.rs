@@ -64,7 +64,9 @@ fn json(target: &Path, cache: &Path, args: &[&str]) -> Value {
 }
 
 fn hex(v: &Value) -> u64 {
-    let s = v.as_str().unwrap_or_else(|| panic!("{v} is not an address"));
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("{v} is not an address"));
     u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()
 }
 
@@ -103,7 +105,11 @@ fn info_identifies_the_build_and_its_pdb_guid_in_every_format() {
             assert_eq!(os["kind"], "windows", "{what}");
             assert_eq!(hex(&os["kernel_base"]), truth.kernel_base, "{what}");
             assert_eq!(os["details"]["pdb_guid"], truth.pdb_guid.as_str(), "{what}");
-            assert_eq!(os["details"]["pdb_age"], truth.pdb_age.to_string(), "{what}");
+            assert_eq!(
+                os["details"]["pdb_age"],
+                truth.pdb_age.to_string(),
+                "{what}"
+            );
             let version = os["version"].as_str().unwrap();
             assert!(
                 version.contains(&format!("10.0.{}", truth.build)),
@@ -129,7 +135,13 @@ fn ps_and_modules_equal_the_truth_in_every_format_cold_and_cached() {
             .iter()
             .map(|p| {
                 let threads = u32::try_from(p.threads.len()).unwrap();
-                (p.pid, p.ppid, p.image_file_name.clone(), threads, p.eprocess)
+                (
+                    p.pid,
+                    p.ppid,
+                    p.image_file_name.clone(),
+                    threads,
+                    p.eprocess,
+                )
             })
             .collect();
         want.sort();
