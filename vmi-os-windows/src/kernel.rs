@@ -246,7 +246,7 @@ impl Kernel {
         )
     }
 
-    /// "Windows 10.0.<build> (<pdb> <key>)".
+    /// `"Windows 10.0.<build> (<pdb> <key>)"`.
     pub fn version(&self) -> String {
         let build = self
             .build()

@@ -153,9 +153,9 @@ pub struct TreeNode {
 /// Arranges `processes` by parent: each process under the first listed process whose pid is
 /// its ppid; roots (and children) sorted by pid.
 ///
-/// Fed the output of [`processes`], the root is pid 0 with `init` (1) and `kthreadd` (2) below
-/// it, since their `real_parent` is `init_task`; filter out [`Process::is_idle`] first for the
-/// `/proc` view with two roots. Parent links are guest data: a process that is its own parent
+/// On a Linux process list (without the idle task, as [`crate::os::Processes`] gives it) the
+/// roots are `init` (1) and `kthreadd` (2); on Windows, System (4) and the processes whose
+/// parent has exited. Parent links are guest data: a process that is its own parent
 /// or part of a cycle, or that would lie deeper than [`MAX_TREE_DEPTH`], becomes a root, so
 /// every process appears exactly once.
 pub fn process_tree(processes: &[Process]) -> Vec<TreeNode> {

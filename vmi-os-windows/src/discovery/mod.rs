@@ -24,7 +24,7 @@ pub struct Methods {
     pub pml4_scan: bool,
     /// nt by RSDS at 2 MiB steps of the kernel range.
     pub rsds_scan: bool,
-    /// nt back from hint addresses (header list heads, IDT[0]).
+    /// nt back from hint addresses (header list heads, `IDT[0]`).
     pub hint_base: bool,
     /// nt by the RSDS record anywhere in the kernel range's bytes.
     pub rsds_search: bool,

@@ -1,5 +1,5 @@
 //! The ntoskrnl image: its base and identity (RSDS), found by scanning the kernel range, from a
-//! hint address (a dump header's list heads, a vCPU's LSTAR or IDT[0]), or by export name.
+//! hint address (a dump header's list heads, a vCPU's LSTAR or `IDT[0]`), or by export name.
 
 use vmi_core::{AddressSpace, PageSize, Session, TranslationError, Va, VirtualMemory};
 
