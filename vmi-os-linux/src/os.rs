@@ -345,10 +345,12 @@ fn detect(session: &Session, options: &DetectOptions) -> Detection {
         // A banner whose kallsyms decode (or a given profile that placed the banner).
         confidence: Confidence::CERTAIN,
     };
+    // `$VMI_NO_CACHE` wins over the caller's wish (benchmarks and users rely on it).
+    let use_cache = options.use_cache && !cache::disabled();
     let registerless = session.vcpu_count() == 0 && session.vmcoreinfo().is_none();
     if registerless && !options.exhaustive {
         // The cache knows where this build's banner was: a cheap probe.
-        if options.use_cache && !options.full_profile && options.profiles.is_empty() {
+        if use_cache && !options.full_profile && options.profiles.is_empty() {
             if let Some(kernel) = cache::load_physical(session) {
                 return found(LinuxOs::new(kernel, true).check_vmcoreinfo(session));
             }
@@ -359,7 +361,7 @@ fn detect(session: &Session, options: &DetectOptions) -> Detection {
         );
     }
     let opened = if options.profiles.is_empty() {
-        open(session, options.use_cache && !options.full_profile)
+        open(session, use_cache && !options.full_profile)
     } else {
         open_with_profiles(session, &options.profiles)
     };
