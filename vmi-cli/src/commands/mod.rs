@@ -45,7 +45,10 @@ pub fn run(cli: &Cli) -> Result<(), BoxError> {
     // Pause before the OS is detected, so detection sees the same state as the command.
     let _paused = PauseGuard::new(session.control_handle(), cli.pause)?;
     if cli.command.needs_os() && session.detect_os(&detect).is_none() {
-        let e = BoxError::from(session.identified_os().err().expect("no OS was bound"));
+        let e = session
+            .identified_os()
+            .err()
+            .map_or_else(|| "no guest OS was identified".into(), BoxError::from);
         // `info` describes the target even when its OS cannot be analysed.
         // So do plugins, which may only need memory, and reads and translations that
         // name no process (they fall back on vCPU 0's address space).
