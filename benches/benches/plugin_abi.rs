@@ -23,10 +23,12 @@ fn plugin_abi(c: &mut Criterion) {
     let elf = dir.join("memory.elf");
     let mut session =
         Session::open(elf.to_str().expect("UTF-8 path"), &OpenOptions::default()).expect("open");
-    assert!(
-        session.detect_os(&Default::default()).is_some(),
-        "Linux found"
-    );
+    // The whole profile, as a plugin gets it: a cached one holds only what earlier runs used.
+    let full = vmi_core::DetectOptions {
+        full_profile: true,
+        ..Default::default()
+    };
+    assert!(session.detect_os(&full).is_some(), "Linux found");
     let kernel = vmi_os_linux::linux(&session).expect("Linux").kernel();
     // Eight words of init_task: kernel data, mapped, read through the real page tables.
     let base = kernel.symbol("init_task").expect("init_task").raw();
