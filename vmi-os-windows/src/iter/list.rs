@@ -21,23 +21,47 @@ pub fn walk(
     bounds: Bounds,
     what: &'static str,
 ) -> Partial<Va> {
+    walk_links(head, link_offset, bounds, what, |at| mem.read_va(at))
+}
+
+/// The objects of a 32-bit `LIST_ENTRY32` list (WoW64 loader lists): as [`walk`] with 4-byte
+/// links.
+pub fn walk32(
+    mem: &dyn GuestMemory,
+    head: Va,
+    link_offset: u64,
+    bounds: Bounds,
+    what: &'static str,
+) -> Partial<Va> {
+    walk_links(head, link_offset, bounds, what, |at| {
+        mem.read_u32(at).map(|v| Va::new(u64::from(v)))
+    })
+}
+
+/// A read failure as a walk's warning.
+pub fn wrap(what: &'static str, at: Va, e: WindowsError) -> WindowsError {
+    match e {
+        WindowsError::Memory(source) => WindowsError::Unreadable { what, at, source },
+        other => other,
+    }
+}
+
+/// [`walk`] and [`walk32`]: the same bounded walk, links read by `read_link` (`Flink` at the
+/// entry's start, whatever its width).
+fn walk_links(
+    head: Va,
+    link_offset: u64,
+    bounds: Bounds,
+    what: &'static str,
+    read_link: impl Fn(Va) -> Result<Va, WindowsError>,
+) -> Partial<Va> {
     let mut out = Partial::default();
     let started = Instant::now();
     let mut seen = FxHashSet::default();
-    let mut at = match mem.read_va(head) {
+    let mut at = match read_link(head) {
         Ok(v) => v,
         Err(e) => {
-            out.warnings.push(WindowsError::Unreadable {
-                what,
-                at: head,
-                source: match e {
-                    WindowsError::Memory(m) => m,
-                    other => {
-                        out.warnings.push(other);
-                        return out;
-                    }
-                },
-            });
+            out.warnings.push(wrap(what, head, e));
             return out;
         }
     };
@@ -74,7 +98,7 @@ pub fn walk(
             });
             break;
         };
-        let next = match mem.read_va(at) {
+        let next = match read_link(at) {
             Ok(n) => n,
             Err(e) => {
                 out.warnings.push(wrap(what, at, e));
@@ -83,67 +107,6 @@ pub fn walk(
         };
         out.items.push(object);
         at = next;
-    }
-    out
-}
-
-/// A read failure as a walk's warning.
-pub fn wrap(what: &'static str, at: Va, e: WindowsError) -> WindowsError {
-    match e {
-        WindowsError::Memory(source) => WindowsError::Unreadable { what, at, source },
-        other => other,
-    }
-}
-
-/// The objects of a 32-bit `LIST_ENTRY32` list (WoW64 loader lists): as [`walk`] with 4-byte
-/// links.
-pub fn walk32(
-    mem: &dyn GuestMemory,
-    head: Va,
-    link_offset: u64,
-    bounds: Bounds,
-    what: &'static str,
-) -> Partial<Va> {
-    let mut out = Partial::default();
-    let started = Instant::now();
-    let mut seen = FxHashSet::default();
-    let mut at = match mem.read_u32(head) {
-        Ok(v) => Va::new(u64::from(v)),
-        Err(e) => {
-            out.warnings.push(wrap(what, head, e));
-            return out;
-        }
-    };
-    while at != head && at.raw() != 0 {
-        if out.items.len() >= bounds.max_entries || started.elapsed() > bounds.max_time {
-            out.warnings.push(WindowsError::Bound {
-                what,
-                limit: bounds.max_entries as u64,
-                unit: "entries",
-            });
-            break;
-        }
-        if !seen.insert(at) {
-            out.warnings.push(WindowsError::Cycle {
-                what,
-                at,
-                count: out.items.len(),
-            });
-            break;
-        }
-        let Some(object) = at.checked_sub(link_offset) else {
-            break;
-        };
-        match mem.read_u32(at) {
-            Ok(n) => {
-                out.items.push(object);
-                at = Va::new(u64::from(n));
-            }
-            Err(e) => {
-                out.warnings.push(wrap(what, at, e));
-                break;
-            }
-        }
     }
     out
 }
