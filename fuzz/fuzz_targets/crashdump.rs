@@ -9,55 +9,9 @@
 mod dump;
 
 use libfuzzer_sys::fuzz_target;
-use vmi_backend_file::crashdump::testing::{self, TriageDriver};
-use vmi_backend_file::crashdump::{self, HeaderSpec, WriteLayout};
+use vmi_backend_file::crashdump::testing::seed;
 use vmi_backend_file::Dump;
 use vmi_core::{Pa, PhysicalMemoryExt, VcpuRegisters};
-
-fn seed(kind: u8) -> Vec<u8> {
-    let pages: Vec<u8> = (0..5 * 4096u32).map(|i| (i / 4096 + i) as u8).collect();
-    let runs = [
-        (Pa::new(0x1000), &pages[..0x2000]),
-        (Pa::new(0x10_0000), &pages[0x2000..0x3000]),
-        (Pa::new(0x20_0000), &pages[0x3000..]),
-    ];
-    let spec = HeaderSpec {
-        directory_table_base: 0x1000,
-        ps_active_process_head: 0xFFFF_F802_0000_1000,
-        ..Default::default()
-    };
-    let mut out = Vec::new();
-    match kind % 6 {
-        0 => {
-            let _ = crashdump::write_runs(&mut out, &spec, WriteLayout::Full, &runs);
-        }
-        1 => {
-            let _ = crashdump::write_runs(&mut out, &spec, WriteLayout::Bitmap, &runs);
-        }
-        2 => out = testing::bitmap(&spec, 6, b"SDMP", &runs),
-        3 => out = testing::rdmp(&spec, 0xA, &runs).0,
-        4 => out = testing::rdmp(&spec, 8, &runs).0,
-        _ => {
-            let drivers = [TriageDriver {
-                name: "ntoskrnl.exe",
-                base: 0xFFFF_F802_0000_0000,
-                size: 0x100_0000,
-            }];
-            out = testing::triage(
-                &spec,
-                &[
-                    (0xFFFF_F802_0000_0F00, &pages[..0x300]),
-                    (0x7FFE_0000_0000, &pages[..0x1000]),
-                ],
-                &drivers,
-                Some(&pages[..0x100]),
-                Some((0xFFFF_8000_0000_0800, &pages[..0x900])),
-            )
-            .bytes;
-        }
-    }
-    out
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {

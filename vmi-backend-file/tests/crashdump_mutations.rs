@@ -3,54 +3,9 @@
 //! dump's regions read back, and it never maps more bytes than the file holds (a triage dump:
 //! more than its blocks, plus its page tables).
 
-use vmi_backend_file::crashdump::testing::{self, TriageDriver};
-use vmi_backend_file::crashdump::{self, HeaderSpec, WriteLayout};
+use vmi_backend_file::crashdump::testing::{seed, SEED_KINDS};
 use vmi_backend_file::{Dump, DumpFormat};
 use vmi_core::{Pa, PhysicalMemoryExt, VcpuRegisters};
-
-fn seed(kind: u8) -> Vec<u8> {
-    let pages: Vec<u8> = (0..5 * 4096u32).map(|i| (i / 4096 + i) as u8).collect();
-    let runs = [
-        (Pa::new(0x1000), &pages[..0x2000]),
-        (Pa::new(0x10_0000), &pages[0x2000..0x3000]),
-        (Pa::new(0x20_0000), &pages[0x3000..]),
-    ];
-    let spec = HeaderSpec {
-        directory_table_base: 0x1000,
-        ..Default::default()
-    };
-    let mut out = Vec::new();
-    match kind {
-        0 => {
-            crashdump::write_runs(&mut out, &spec, WriteLayout::Full, &runs).unwrap();
-        }
-        1 => {
-            crashdump::write_runs(&mut out, &spec, WriteLayout::Bitmap, &runs).unwrap();
-        }
-        2 => out = testing::bitmap(&spec, 6, b"SDMP", &runs),
-        3 => out = testing::rdmp(&spec, 0xA, &runs).0,
-        4 => out = testing::rdmp(&spec, 9, &runs).0,
-        _ => {
-            let drivers = [TriageDriver {
-                name: "ntoskrnl.exe",
-                base: 0xFFFF_F802_0000_0000,
-                size: 0x100_0000,
-            }];
-            out = testing::triage(
-                &spec,
-                &[
-                    (0xFFFF_F802_0000_0F00, &pages[..0x300]),
-                    (0x7FFE_0000_0000, &pages[..0x1000]),
-                ],
-                &drivers,
-                Some(&pages[..0x100]),
-                Some((0xFFFF_8000_0000_0800, &pages[..0x900])),
-            )
-            .bytes;
-        }
-    }
-    out
-}
 
 struct Rng(u64);
 
@@ -70,7 +25,7 @@ impl Rng {
 fn mutated_dumps_never_panic_and_stay_bounded() {
     let mut rng = Rng(0xC0FF_EE00_DEAD_BEEF);
     let mut parsed = 0usize;
-    for kind in 0..6u8 {
+    for kind in 0..SEED_KINDS {
         let good = seed(kind);
         Dump::from_bytes(good.clone()).unwrap();
         for _ in 0..5000 {

@@ -179,3 +179,57 @@ pub fn triage(
         block_data,
     }
 }
+
+/// How many kinds of [`seed`] there are.
+pub const SEED_KINDS: u8 = 7;
+
+/// A small valid dump of each layout vmi reads, by `kind` (taken modulo [`SEED_KINDS`]):
+/// full, bitmap, live (6), RDMP complete (0xA), RDMP kernel (8 and 9), triage. The inputs of
+/// the fuzz target and of the seeded mutation test.
+pub fn seed(kind: u8) -> Vec<u8> {
+    let pages: Vec<u8> = (0..5 * 4096u32).map(|i| (i / 4096 + i) as u8).collect();
+    let runs = [
+        (Pa::new(0x1000), &pages[..0x2000]),
+        (Pa::new(0x10_0000), &pages[0x2000..0x3000]),
+        (Pa::new(0x20_0000), &pages[0x3000..]),
+    ];
+    let spec = HeaderSpec {
+        directory_table_base: 0x1000,
+        ps_active_process_head: 0xFFFF_F802_0000_1000,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    match kind % SEED_KINDS {
+        0 => {
+            super::write_runs(&mut out, &spec, super::WriteLayout::Full, &runs)
+                .expect("a full dump of three runs");
+        }
+        1 => {
+            super::write_runs(&mut out, &spec, super::WriteLayout::Bitmap, &runs)
+                .expect("a bitmap dump");
+        }
+        2 => out = bitmap(&spec, 6, b"SDMP", &runs),
+        3 => out = rdmp(&spec, 0xA, &runs).0,
+        4 => out = rdmp(&spec, 8, &runs).0,
+        5 => out = rdmp(&spec, 9, &runs).0,
+        _ => {
+            let drivers = [TriageDriver {
+                name: "ntoskrnl.exe",
+                base: 0xFFFF_F802_0000_0000,
+                size: 0x100_0000,
+            }];
+            out = triage(
+                &spec,
+                &[
+                    (0xFFFF_F802_0000_0F00, &pages[..0x300]),
+                    (0x7FFE_0000_0000, &pages[..0x1000]),
+                ],
+                &drivers,
+                Some(&pages[..0x100]),
+                Some((0xFFFF_8000_0000_0800, &pages[..0x900])),
+            )
+            .bytes;
+        }
+    }
+    out
+}
