@@ -89,6 +89,19 @@ enum Command {
     Modules(commands::os::ModulesArgs),
     /// The kernel log (the printk ring buffer).
     Dmesg,
+    /// Open files of every process (or one): fd, type, position, flags, path.
+    Lsof(commands::lsof::Args),
+    /// Sockets (TCP, UDP, raw v4/v6, Unix, netlink, packet) with state, addresses, owners.
+    #[command(alias = "netstat")]
+    Sockets,
+    /// The mounts of a process's mount namespace, as /proc/PID/mountinfo shows them.
+    Mounts(commands::os::PidArgs),
+    /// Each process's namespaces, cgroup and pid inside its own PID namespace.
+    Namespaces,
+    /// A process's user and group ids, groups, capabilities and seccomp mode.
+    Creds(commands::os::PidArgs),
+    /// Kernel integrity checks: system call table, IDT, hidden modules, inline hooks, eBPF.
+    Integrity(commands::integrity::Args),
     /// Third-party analysis plugins: run PATH.so [-- ARGS] | info PATH.so | list.
     Plugin(commands::plugin::Args),
 }

@@ -126,6 +126,30 @@ impl OsProfile for LinuxOs {
         Some(self)
     }
 
+    fn open_files(&self) -> Option<&dyn os::OpenFiles> {
+        Some(self)
+    }
+
+    fn sockets(&self) -> Option<&dyn os::Sockets> {
+        Some(self)
+    }
+
+    fn mounts(&self) -> Option<&dyn os::Mounts> {
+        Some(self)
+    }
+
+    fn namespaces(&self) -> Option<&dyn os::Namespaces> {
+        Some(self)
+    }
+
+    fn credentials(&self) -> Option<&dyn os::ProcessCredentials> {
+        Some(self)
+    }
+
+    fn integrity(&self) -> Option<&dyn os::IntegrityChecks> {
+        Some(self)
+    }
+
     fn save_cache(&self) -> Result<(), BoxError> {
         Ok(cache::save(&self.kernel)?)
     }
@@ -134,7 +158,7 @@ impl OsProfile for LinuxOs {
 impl LinuxOs {
     /// The OS-neutral form of `e`: a symbol, type or field missing from a cached profile
     /// says that full discovery would answer.
-    fn neutral(&self, e: LinuxError) -> OsError {
+    pub(crate) fn neutral(&self, e: LinuxError) -> OsError {
         match e {
             e if self.from_cache && e.is_missing_profile_item() => {
                 OsError::IncompleteProfile(Box::new(e))
@@ -146,7 +170,7 @@ impl LinuxOs {
         }
     }
 
-    fn neutral_partial<T, U>(
+    pub(crate) fn neutral_partial<T, U>(
         &self,
         walk: Result<crate::Partial<T>, LinuxError>,
         item: impl FnMut(T) -> U,

@@ -1,9 +1,13 @@
 //! One module per command; `run` opens the session and dispatches.
 
 pub mod info;
+pub mod integrity;
+pub mod lsof;
 pub mod os;
 pub mod plugin;
+pub mod process_context;
 pub mod read;
+pub mod sockets;
 pub mod space;
 pub mod translate;
 
@@ -113,6 +117,12 @@ fn dispatch(cli: &Cli, session: &Session, profiles: &[Profile]) -> Result<(), Bo
         Command::Maps(args) => os::maps(&ctx, args),
         Command::Modules(args) => os::modules(&ctx, args),
         Command::Dmesg => os::dmesg(&ctx),
+        Command::Lsof(args) => lsof::run(&ctx, args),
+        Command::Sockets => sockets::run(&ctx),
+        Command::Mounts(args) => process_context::mounts(&ctx, args),
+        Command::Namespaces => process_context::namespaces(&ctx),
+        Command::Creds(args) => process_context::creds(&ctx, args),
+        Command::Integrity(args) => integrity::run(&ctx, args),
         Command::Plugin(args) => plugin::run(&ctx, args),
     }
 }

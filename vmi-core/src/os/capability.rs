@@ -10,6 +10,7 @@ use crate::session::Session;
 
 use super::model::{LogRecord, Module, Process, Region, Thread};
 use super::partial::Partial;
+use super::resources::{Credentials, Finding, Mount, OpenFile, ProcessNamespaces, Socket};
 
 /// The process list.
 pub trait Processes {
@@ -67,6 +68,52 @@ pub trait KernelSymbols {
 pub trait KernelLog {
     /// Records of the kernel's log, oldest first.
     fn kernel_log(&self, session: &Session) -> Result<Partial<LogRecord>, OsError>;
+}
+
+/// Open files (descriptors, handles) of processes.
+pub trait OpenFiles {
+    /// The open files of process `pid`, or of every process when `None`, by pid then fd.
+    fn open_files(&self, session: &Session, pid: Option<u32>)
+        -> Result<Partial<OpenFile>, OsError>;
+}
+
+/// Sockets.
+pub trait Sockets {
+    /// Every socket the kernel knows of (not only those a process holds), with the pids that
+    /// hold each.
+    fn sockets(&self, session: &Session) -> Result<Partial<Socket>, OsError>;
+}
+
+/// Mounts.
+pub trait Mounts {
+    /// The mounts of the mount namespace process `pid` is in, in the order of its
+    /// `mountinfo`.
+    fn mounts(&self, session: &Session, pid: u32) -> Result<Partial<Mount>, OsError>;
+}
+
+/// Namespaces and control groups.
+pub trait Namespaces {
+    /// The namespaces and cgroup of every process, in process-list order.
+    fn namespaces(&self, session: &Session) -> Result<Partial<ProcessNamespaces>, OsError>;
+}
+
+/// Process credentials.
+pub trait ProcessCredentials {
+    /// The credentials of process `pid`.
+    fn credentials(&self, session: &Session, pid: u32) -> Result<Credentials, OsError>;
+}
+
+/// Kernel integrity checks.
+pub trait IntegrityChecks {
+    /// The names of the checks this OS profile runs (`syscall_table`, `idt`, ...).
+    fn integrity_checks(&self) -> Vec<&'static str>;
+    /// Runs the named checks (all when `checks` is empty); a check that cannot run is a
+    /// warning, the others still run.
+    fn check_integrity(
+        &self,
+        session: &Session,
+        checks: &[String],
+    ) -> Result<Partial<Finding>, OsError>;
 }
 
 /// A Volatility 3 symbol table (ISF) of the guest's kernel, built from what the OS profile

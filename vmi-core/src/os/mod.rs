@@ -4,9 +4,12 @@
 //! - [`OsProfile`]: the bound OS; it hands out the capabilities it has.
 //! - [`capability`]: one small object-safe trait per question ([`Processes`], [`Threads`],
 //!   [`KernelModules`], [`ProcessModules`], [`MemoryRegions`], [`ProcessArguments`],
-//!   [`KernelSymbols`], [`KernelLog`], [`SymbolTableExport`]).
+//!   [`KernelSymbols`], [`KernelLog`], [`SymbolTableExport`], [`OpenFiles`], [`Sockets`],
+//!   [`Mounts`], [`Namespaces`], [`ProcessCredentials`], [`IntegrityChecks`]).
 //! - [`model`]: what they answer with ([`Process`], [`Module`], [`Region`], ...): the fields
 //!   every OS has, plus an `os` map of what only one has.
+//! - [`resources`]: what a process holds and where it runs ([`OpenFile`], [`Socket`],
+//!   [`Mount`], [`ProcessNamespaces`], [`Credentials`]) and kernel integrity [`Finding`]s.
 //! - [`partial`]: [`Partial`], items plus the warnings of a walk over hostile data.
 //! - [`Detection`], [`DetectOptions`]: what an OS detector says of a guest, so that every
 //!   detector is tried and the surest wins (see [`crate::Session::detect_os`]).
@@ -14,18 +17,24 @@
 pub mod capability;
 pub mod model;
 pub mod partial;
+pub mod resources;
 
 use std::any::Any;
 use std::path::PathBuf;
 
 pub use capability::{
-    IsfExport, KernelLog, KernelModules, KernelSymbols, MemoryRegions, ProcessArguments,
-    ProcessModules, Processes, SymbolTableExport, Threads,
+    IntegrityChecks, IsfExport, KernelLog, KernelModules, KernelSymbols, MemoryRegions, Mounts,
+    Namespaces, OpenFiles, ProcessArguments, ProcessCredentials, ProcessModules, Processes,
+    Sockets, SymbolTableExport, Threads,
 };
 pub use model::{
     process_tree, Detail, Details, LogRecord, Module, Process, Region, Thread, TreeNode,
 };
 pub use partial::Partial;
+pub use resources::{
+    CapabilitySets, Credentials, FileKind, Finding, Mount, OpenFile, ProcessNamespaces, Severity,
+    Socket,
+};
 
 use crate::profile::Profile;
 use crate::registry::BoxError;
@@ -107,6 +116,30 @@ pub trait OsProfile: Send + Sync {
     }
     /// A Volatility 3 symbol table of the kernel.
     fn symbol_table_export(&self) -> Option<&dyn SymbolTableExport> {
+        None
+    }
+    /// Open files of processes.
+    fn open_files(&self) -> Option<&dyn OpenFiles> {
+        None
+    }
+    /// Sockets.
+    fn sockets(&self) -> Option<&dyn Sockets> {
+        None
+    }
+    /// Mounts of a mount namespace.
+    fn mounts(&self) -> Option<&dyn Mounts> {
+        None
+    }
+    /// Namespaces and control groups of processes.
+    fn namespaces(&self) -> Option<&dyn Namespaces> {
+        None
+    }
+    /// Credentials of processes.
+    fn credentials(&self) -> Option<&dyn ProcessCredentials> {
+        None
+    }
+    /// Kernel integrity checks.
+    fn integrity(&self) -> Option<&dyn IntegrityChecks> {
         None
     }
     /// Keeps what this run learned for the next (an on-disk profile cache); profiles that
