@@ -1,6 +1,7 @@
 //! Kernel structures, one file each: where their fields are (resolved once from the profile
 //! into typed offsets) and how to read them.
 
+pub mod fdtable;
 pub mod file;
 pub mod layout;
 pub mod mm;
