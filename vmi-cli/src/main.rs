@@ -102,6 +102,10 @@ enum Command {
     Creds(commands::os::PidArgs),
     /// Kernel integrity checks: system call table, IDT, hidden modules, inline hooks, eBPF.
     Integrity(commands::integrity::Args),
+    /// Files with pages in the kernel's page cache: inode, size, cached pages, filesystem, path.
+    Files,
+    /// Write a cached file's contents (from the page cache) to OUT; missing pages are holes.
+    DumpFile(commands::page_cache::DumpFileArgs),
     /// Third-party analysis plugins: run PATH.so [-- ARGS] | info PATH.so | list.
     Plugin(commands::plugin::Args),
 }

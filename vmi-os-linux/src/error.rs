@@ -79,6 +79,9 @@ pub enum LinuxError {
     /// No process has this pid.
     #[error("no process with pid {0}")]
     NoSuchProcess(u32),
+    /// No file with cached pages has this path.
+    #[error("no file with pages in the page cache is named {0:?} (`vmi files` lists them)")]
+    NotCached(String),
     /// The process has no user address space (a kernel thread).
     #[error("pid {pid} has no user address space (a kernel thread, or a process exiting)")]
     NoAddressSpace {

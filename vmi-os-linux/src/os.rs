@@ -150,6 +150,10 @@ impl OsProfile for LinuxOs {
         Some(self)
     }
 
+    fn page_cache(&self) -> Option<&dyn os::PageCache> {
+        Some(self)
+    }
+
     fn save_cache(&self) -> Result<(), BoxError> {
         Ok(cache::save(&self.kernel)?)
     }

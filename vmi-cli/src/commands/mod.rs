@@ -4,6 +4,7 @@ pub mod info;
 pub mod integrity;
 pub mod lsof;
 pub mod os;
+pub mod page_cache;
 pub mod plugin;
 pub mod process_context;
 pub mod read;
@@ -123,6 +124,8 @@ fn dispatch(cli: &Cli, session: &Session, profiles: &[Profile]) -> Result<(), Bo
         Command::Namespaces => process_context::namespaces(&ctx),
         Command::Creds(args) => process_context::creds(&ctx, args),
         Command::Integrity(args) => integrity::run(&ctx, args),
+        Command::Files => page_cache::files(&ctx),
+        Command::DumpFile(args) => page_cache::dump_file(&ctx, args),
         Command::Plugin(args) => plugin::run(&ctx, args),
     }
 }

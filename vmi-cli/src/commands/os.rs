@@ -9,7 +9,7 @@ use super::Context;
 use crate::output;
 
 /// Prints the warnings of a partial result on stderr (the items still go to stdout).
-fn warn<T>(partial: &Partial<T>) {
+pub fn warn<T>(partial: &Partial<T>) {
     for w in &partial.warnings {
         eprintln!("vmi: warning: {w}");
     }

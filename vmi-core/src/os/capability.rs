@@ -10,7 +10,9 @@ use crate::session::Session;
 
 use super::model::{LogRecord, Module, Process, Region, Thread};
 use super::partial::Partial;
-use super::resources::{Credentials, Finding, Mount, OpenFile, ProcessNamespaces, Socket};
+use super::resources::{
+    CachedFile, CachedFileExtract, Credentials, Finding, Mount, OpenFile, ProcessNamespaces, Socket,
+};
 
 /// The process list.
 pub trait Processes {
@@ -114,6 +116,21 @@ pub trait IntegrityChecks {
         session: &Session,
         checks: &[String],
     ) -> Result<Partial<Finding>, OsError>;
+}
+
+/// The kernel's page cache: files whose contents are (partly) in memory.
+pub trait PageCache {
+    /// Every inode with cached pages, on every mounted filesystem.
+    fn cached_files(&self, session: &Session) -> Result<Partial<CachedFile>, OsError>;
+    /// Writes the cached contents of the file at `path` (as [`PageCache::cached_files`] names
+    /// it) to `out`, set to the file's size first: pages not in memory stay holes (a sparse
+    /// file), so a hostile size costs no disk space.
+    fn extract_cached_file(
+        &self,
+        session: &Session,
+        path: &str,
+        out: &std::fs::File,
+    ) -> Result<CachedFileExtract, OsError>;
 }
 
 /// A Volatility 3 symbol table (ISF) of the guest's kernel, built from what the OS profile

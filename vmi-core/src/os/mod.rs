@@ -5,11 +5,12 @@
 //! - [`capability`]: one small object-safe trait per question ([`Processes`], [`Threads`],
 //!   [`KernelModules`], [`ProcessModules`], [`MemoryRegions`], [`ProcessArguments`],
 //!   [`KernelSymbols`], [`KernelLog`], [`SymbolTableExport`], [`OpenFiles`], [`Sockets`],
-//!   [`Mounts`], [`Namespaces`], [`ProcessCredentials`], [`IntegrityChecks`]).
+//!   [`Mounts`], [`Namespaces`], [`ProcessCredentials`], [`IntegrityChecks`], [`PageCache`]).
 //! - [`model`]: what they answer with ([`Process`], [`Module`], [`Region`], ...): the fields
 //!   every OS has, plus an `os` map of what only one has.
 //! - [`resources`]: what a process holds and where it runs ([`OpenFile`], [`Socket`],
-//!   [`Mount`], [`ProcessNamespaces`], [`Credentials`]) and kernel integrity [`Finding`]s.
+//!   [`Mount`], [`ProcessNamespaces`], [`Credentials`]), kernel integrity [`Finding`]s and
+//!   [`CachedFile`]s of the page cache.
 //! - [`partial`]: [`Partial`], items plus the warnings of a walk over hostile data.
 //! - [`Detection`], [`DetectOptions`]: what an OS detector says of a guest, so that every
 //!   detector is tried and the surest wins (see [`crate::Session::detect_os`]).
@@ -24,16 +25,16 @@ use std::path::PathBuf;
 
 pub use capability::{
     IntegrityChecks, IsfExport, KernelLog, KernelModules, KernelSymbols, MemoryRegions, Mounts,
-    Namespaces, OpenFiles, ProcessArguments, ProcessCredentials, ProcessModules, Processes,
-    Sockets, SymbolTableExport, Threads,
+    Namespaces, OpenFiles, PageCache, ProcessArguments, ProcessCredentials, ProcessModules,
+    Processes, Sockets, SymbolTableExport, Threads,
 };
 pub use model::{
     process_tree, Detail, Details, LogRecord, Module, Process, Region, Thread, TreeNode,
 };
 pub use partial::Partial;
 pub use resources::{
-    CapabilitySets, Credentials, FileKind, Finding, Mount, OpenFile, ProcessNamespaces, Severity,
-    Socket,
+    CachedFile, CachedFileExtract, CapabilitySets, Credentials, FileKind, Finding, Mount, OpenFile,
+    ProcessNamespaces, Severity, Socket,
 };
 
 use crate::profile::Profile;
@@ -140,6 +141,10 @@ pub trait OsProfile: Send + Sync {
     }
     /// Kernel integrity checks.
     fn integrity(&self) -> Option<&dyn IntegrityChecks> {
+        None
+    }
+    /// The page cache.
+    fn page_cache(&self) -> Option<&dyn PageCache> {
         None
     }
     /// Keeps what this run learned for the next (an on-disk profile cache); profiles that

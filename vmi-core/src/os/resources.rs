@@ -222,3 +222,39 @@ pub struct Finding {
     #[serde(skip_serializing_if = "Details::is_empty")]
     pub os: Details,
 }
+
+/// A file with pages in the kernel's page cache (`vmi files`): what a responder can recover
+/// from memory alone, even after the file is gone from the disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CachedFile {
+    /// Its path, as `d_path` renders it through a mount of its filesystem (` (deleted)` when
+    /// unlinked); `""` when it has no name left.
+    pub path: String,
+    /// Its inode number.
+    pub inode: u64,
+    /// Its size in bytes (`i_size`).
+    pub size: u64,
+    /// Pages of it in the page cache.
+    pub cached_pages: u64,
+    /// The filesystem's type (`ext4`, `tmpfs`, `ramfs`).
+    pub fs_type: String,
+    /// The kernel object (Linux `struct inode`).
+    pub object: Va,
+    /// What only this OS has.
+    #[serde(skip_serializing_if = "Details::is_empty")]
+    pub os: Details,
+}
+
+/// What [`crate::os::PageCache::extract_cached_file`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CachedFileExtract {
+    /// The file.
+    pub file: CachedFile,
+    /// Bytes written (the file's size).
+    pub bytes_written: u64,
+    /// Pages copied from memory.
+    pub pages_copied: u64,
+    /// Page ranges `[first, end)` not in memory (written as zeros): the file is only
+    /// partly recovered when this is not empty.
+    pub missing_pages: Vec<(u64, u64)>,
+}

@@ -8,6 +8,7 @@ pub mod maps;
 pub mod modules;
 pub mod mounts;
 pub mod namespaces;
+pub mod page_cache;
 pub mod process_memory;
 pub mod ps;
 pub mod sockets;

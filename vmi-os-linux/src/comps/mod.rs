@@ -3,6 +3,7 @@
 
 pub mod fdtable;
 pub mod file;
+pub mod inode;
 pub mod layout;
 pub mod mm;
 pub mod module;

@@ -1,4 +1,5 @@
-//! Bounded walks over kernel containers: doubly linked lists and maple trees.
+//! Bounded walks over kernel containers: doubly linked lists, maple trees and xarrays.
 
 pub mod list;
 pub mod maple;
+pub mod xarray;
