@@ -1,0 +1,5 @@
+//! Hostile descriptor tables (being written).
+
+fn placeholder() {}
+
+vmi_fixtures::real_guest_tests!(placeholder);
