@@ -25,13 +25,14 @@
 //! [`MAX_OPEN_FILES`] descriptors in all, and the whole analysis within
 //! [`crate::iter::list::MAX_LIST_TIME`].
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use rustc_hash::FxHashMap;
 use vmi_core::os::{self, Detail, Details, FileKind, OpenFiles};
 use vmi_core::{OsError, Partial as NeutralPartial, Session, Va, VirtualMemory};
 
-use crate::comps::fdtable::{files_fds, task_files, FdLimits, FdTableOffsets};
+use crate::comps::fdtable::{for_each_fd, task_files, FdLimits, FdTableOffsets, OpenFd};
 use crate::comps::file::{open_file_state, OpenFileOffsets, OpenFileState};
 use crate::comps::task::{TaskLayout, TaskReader};
 use crate::error::LinuxError;
@@ -43,9 +44,9 @@ use crate::LinuxOs;
 /// `O_CLOEXEC`, which fdinfo adds to `flags:` for a descriptor marked close-on-exec.
 pub const O_CLOEXEC: u32 = 0o2000000;
 
-/// The most descriptors listed in one run: far above real systems (a busy server holds some
-/// 100,000), small enough to bound the result's memory.
-pub const MAX_OPEN_FILES: usize = 1 << 20;
+/// The most descriptors listed in one run: above real systems (a busy server holds some
+/// 100,000), small enough to bound the result's memory (some 100 bytes each, plus the path).
+pub const MAX_OPEN_FILES: usize = 1 << 18;
 
 /// Files of one process that cannot be read before the rest of its table is skipped.
 pub const MAX_BAD_FILES: usize = 16;
@@ -203,81 +204,85 @@ struct Run<'m, 'a> {
 impl Run<'_, '_> {
     /// Lists the descriptors of the process `pid` led by `task`.
     fn process(&mut self, pid: u32, task: Va) {
-        let mem = self.mem;
-        let fds = match task_files(mem, &self.layout.fdtable, task).and_then(|files| match files {
-            Some(files) => files_fds(mem, &self.layout.fdtable, files, self.limits),
-            None => Ok(Partial::default()),
-        }) {
-            Ok(fds) => fds,
-            Err(e) => {
-                self.out
-                    .warnings
-                    .push(in_context("descriptor table of a task", task, e));
-                return;
-            }
-        };
-        self.out.warnings.extend(fds.warnings);
+        let (mem, layout, limits) = (self.mem, self.layout, self.limits);
         let mut bad = 0usize;
-        for fd in fds.items {
-            if self.out.items.len() >= MAX_OPEN_FILES {
-                self.out.warnings.push(LinuxError::Unbounded {
-                    what: "open files of all processes",
-                    head: task,
-                    limit: MAX_OPEN_FILES,
-                });
-                self.stopped = true;
-                return;
-            }
-            let elapsed = self.started.elapsed();
-            if elapsed > MAX_LIST_TIME {
-                self.out.warnings.push(LinuxError::TimedOut {
-                    what: "open files of all processes",
-                    head: task,
-                    entries: self.out.items.len(),
-                    elapsed,
-                    limit: MAX_LIST_TIME,
-                    inherited: false,
-                });
-                self.stopped = true;
-                return;
-            }
-            let state = match self.rendered.get(&fd.file) {
-                Some(s) => s.clone(),
-                None => match open_file_state(mem, &self.layout.file, fd.file) {
-                    Ok(s) => {
-                        self.rendered.insert(fd.file, s.clone());
-                        s
-                    }
-                    Err(e) => {
-                        self.out.warnings.push(LinuxError::Corrupt {
-                            what: "file",
-                            at: fd.file,
-                            reason: format!("pid {pid} fd {}: {}", fd.fd, e),
-                        });
-                        bad += 1;
-                        if bad >= MAX_BAD_FILES {
-                            self.out.warnings.push(LinuxError::Corrupt {
-                                what: "descriptor table of a task",
-                                at: task,
-                                reason: format!(
-                                    "pid {pid}: {bad} files cannot be read, the rest of its \
-                                     descriptors are skipped"
-                                ),
-                            });
-                            return;
-                        }
-                        continue;
-                    }
-                },
-            };
-            self.out.items.push(FdEntry {
-                pid,
-                fd: fd.fd,
-                file: fd.file,
-                state,
-                close_on_exec: fd.close_on_exec,
-            });
+        let walk = task_files(mem, &layout.fdtable, task).and_then(|files| match files {
+            Some(files) => for_each_fd(mem, &layout.fdtable, files, limits, |fd| {
+                self.descriptor(pid, task, fd, &mut bad)
+            }),
+            None => Ok(Vec::new()),
+        });
+        match walk {
+            Ok(warnings) => self.out.warnings.extend(warnings),
+            Err(e) => self
+                .out
+                .warnings
+                .push(in_context("descriptor table of a task", task, e)),
         }
+    }
+
+    /// Adds descriptor `fd` of process `pid`; breaks when the process's table or the whole
+    /// run must stop (`bad` counts the files of this process that could not be read).
+    fn descriptor(&mut self, pid: u32, task: Va, fd: OpenFd, bad: &mut usize) -> ControlFlow<()> {
+        if self.out.items.len() >= MAX_OPEN_FILES {
+            self.out.warnings.push(LinuxError::Unbounded {
+                what: "open files of all processes",
+                head: task,
+                limit: MAX_OPEN_FILES,
+            });
+            self.stopped = true;
+            return ControlFlow::Break(());
+        }
+        let elapsed = self.started.elapsed();
+        if elapsed > MAX_LIST_TIME {
+            self.out.warnings.push(LinuxError::TimedOut {
+                what: "open files of all processes",
+                head: task,
+                entries: self.out.items.len(),
+                elapsed,
+                limit: MAX_LIST_TIME,
+                inherited: false,
+            });
+            self.stopped = true;
+            return ControlFlow::Break(());
+        }
+        let state = match self.rendered.get(&fd.file) {
+            Some(s) => s.clone(),
+            None => match open_file_state(self.mem, &self.layout.file, fd.file) {
+                Ok(s) => {
+                    self.rendered.insert(fd.file, s.clone());
+                    s
+                }
+                Err(e) => {
+                    self.out.warnings.push(LinuxError::Corrupt {
+                        what: "file",
+                        at: fd.file,
+                        reason: format!("pid {pid} fd {}: {e}", fd.fd),
+                    });
+                    *bad += 1;
+                    if *bad >= MAX_BAD_FILES {
+                        self.out.warnings.push(LinuxError::Corrupt {
+                            what: "descriptor table of a task",
+                            at: task,
+                            reason: format!(
+                                "pid {pid}: {bad} files cannot be read, the rest of its \
+                                 descriptors are skipped"
+                            ),
+                        });
+                        return ControlFlow::Break(());
+                    }
+                    return ControlFlow::Continue(());
+                }
+            },
+        };
+        self.out.items.push(FdEntry {
+            pid,
+            fd: fd.fd,
+            file: fd.file,
+            state,
+            close_on_exec: fd.close_on_exec,
+        });
+        ControlFlow::Continue(())
     }
 }
 

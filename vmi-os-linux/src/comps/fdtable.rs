@@ -7,8 +7,8 @@
 //! closed), bit `i` of `close_on_exec` is the descriptor's `FD_CLOEXEC`, bit `i` of `open_fds`
 //! says the number is taken. `/proc/PID/fd` (fs/proc/fd.c `proc_readfd_common`) lists every
 //! slot below `max_fds` whose `fd[i]` is not NULL, whatever `open_fds` says; so does this walk.
-//! A slot holding a file while its `open_fds` bit is clear (a number reserved then cleared, or
-//! a descriptor hidden from the allocator) is listed and warned about.
+//! A slot holding a file while its `open_fds` bit is clear (a descriptor hidden from the
+//! allocator, or a number being closed) is listed, and the table gets one warning naming them.
 //!
 //! Kernel threads have `files` NULL or share `init_files`, which holds no descriptors; an
 //! exited task has NULL `files`. Both give an empty table.
@@ -18,6 +18,8 @@
 //! is sized by `max_fds`, a slot that is not a kernel pointer is skipped with a warning, and
 //! after [`FdLimits::max_bad_slots`] bad slots the walk stops (a table pointing into garbage).
 //! The descriptor numbers are produced in increasing order.
+
+use std::ops::ControlFlow;
 
 use vmi_core::{Profile, ProfileError, Va, VirtualMemory};
 
@@ -183,6 +185,23 @@ pub fn files_fds(
     files: Va,
     limits: &FdLimits,
 ) -> Result<Partial<OpenFd>, LinuxError> {
+    let mut items = Vec::new();
+    let warnings = for_each_fd(mem, offsets, files, limits, |fd| {
+        items.push(fd);
+        ControlFlow::Continue(())
+    })?;
+    Ok(Partial { items, warnings })
+}
+
+/// [`files_fds`] without collecting: `each` gets every open descriptor in increasing order
+/// and may stop the walk ([`ControlFlow::Break`]); returns the warnings.
+pub fn for_each_fd(
+    mem: &VirtualMemory<'_>,
+    offsets: &FdTableOffsets,
+    files: Va,
+    limits: &FdLimits,
+    mut each: impl FnMut(OpenFd) -> ControlFlow<()>,
+) -> Result<Vec<LinuxError>, LinuxError> {
     let corrupt =
         |what: &'static str, at: Va, reason: String| LinuxError::Corrupt { what, at, reason };
     let fdt_at = files
@@ -202,9 +221,9 @@ pub fn files_fds(
     let cloexec_map = table.va(offsets.close_on_exec)?;
     let open_map = table.va(offsets.open_fds)?;
 
-    let mut out = Partial::default();
+    let mut warnings = Vec::new();
     let max_fds = if claimed > u64::from(limits.max_fds) {
-        out.warnings.push(corrupt(
+        warnings.push(corrupt(
             "fdtable",
             fdt,
             format!(
@@ -218,7 +237,7 @@ pub fn files_fds(
         claimed as u32
     };
     if max_fds == 0 {
-        return Ok(out);
+        return Ok(warnings);
     }
     for (name, p) in [
         ("fd", fd_array),
@@ -236,8 +255,12 @@ pub fn files_fds(
 
     let mut slots = [0u8; CHUNK_FDS as usize * 8];
     let mut bad_slots = 0usize;
+    // Descriptors holding a file without their open_fds bit: one warning for the table.
+    const MAX_NAMED: usize = 8;
+    let mut not_open: Vec<u32> = Vec::new();
+    let mut not_open_count = 0usize;
     let mut start = 0u32;
-    while start < max_fds {
+    'chunks: while start < max_fds {
         let count = (max_fds - start).min(CHUNK_FDS);
         let words = count.div_ceil(64) as usize;
         let slot_bytes = &mut slots[..count as usize * 8];
@@ -256,7 +279,7 @@ pub fn files_fds(
             Ok(())
         })();
         if let Err(e) = read {
-            out.warnings.push(corrupt(
+            warnings.push(corrupt(
                 "fdtable",
                 fdt,
                 format!(
@@ -277,38 +300,57 @@ pub fn files_fds(
             let fd = start + i as u32;
             if !is_kernel_pointer(mem.space().mode, file) {
                 bad_slots += 1;
-                out.warnings.push(corrupt(
+                warnings.push(corrupt(
                     "fdtable",
                     fdt,
                     format!("descriptor {fd} holds {file}, not an aligned kernel address"),
                 ));
                 if bad_slots >= limits.max_bad_slots {
-                    out.warnings.push(corrupt(
+                    warnings.push(corrupt(
                         "fdtable",
                         fdt,
                         format!("{bad_slots} bad descriptors: the walk stops at {fd}"),
                     ));
-                    return Ok(out);
+                    break 'chunks;
                 }
                 continue;
             }
             let bit = |map: &[u64]| map[i / 64] >> (i % 64) & 1 == 1;
             if !bit(&open) {
-                out.warnings.push(corrupt(
-                    "fdtable",
-                    fdt,
-                    format!("descriptor {fd} holds file {file} but is not marked open"),
-                ));
+                if not_open.len() < MAX_NAMED {
+                    not_open.push(fd);
+                }
+                not_open_count += 1;
             }
-            out.items.push(OpenFd {
+            let entry = OpenFd {
                 fd,
                 file,
                 close_on_exec: bit(&cloexec),
-            });
+            };
+            if each(entry).is_break() {
+                break 'chunks;
+            }
         }
         start += count;
     }
-    Ok(out)
+    if not_open_count > 0 {
+        let named: Vec<String> = not_open.iter().map(u32::to_string).collect();
+        warnings.push(corrupt(
+            "fdtable",
+            fdt,
+            format!(
+                "descriptors holding a file but not marked open in open_fds (hidden from the \
+                 allocator?): {}{} ({not_open_count} in all)",
+                named.join(", "),
+                if not_open_count > named.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    Ok(warnings)
 }
 
 /// Reads `out.len()` little-endian words at `at`.
