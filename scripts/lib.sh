@@ -17,7 +17,8 @@ ensure_debian_packages() {
 }
 
 # What building, the fixture builder and the tests need.
-BASE_PACKAGES=(build-essential pkg-config qemu-system-x86 qemu-utils busybox-static cpio xz-utils python3 python3-venv ca-certificates makedumpfile python3-lzo python3-snappy)
+# debootstrap and e2fsprogs (mkfs.ext4 -d) build the systemd guests' Debian root and its disk.
+BASE_PACKAGES=(build-essential pkg-config qemu-system-x86 qemu-utils busybox-static cpio xz-utils python3 python3-venv ca-certificates makedumpfile python3-lzo python3-snappy debootstrap e2fsprogs)
 
 ensure_rust() {
 	if ! command -v cargo >/dev/null 2>&1; then

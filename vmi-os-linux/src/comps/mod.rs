@@ -3,10 +3,15 @@
 
 pub mod fdtable;
 pub mod file;
+pub mod inet;
 pub mod inode;
 pub mod layout;
 pub mod mm;
 pub mod module;
+pub mod netlink;
 pub mod printk;
+pub mod sock;
+pub mod socket;
 pub mod task;
+pub mod unix_sock;
 pub mod vma;
