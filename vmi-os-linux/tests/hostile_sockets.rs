@@ -1,0 +1,2 @@
+//! Hostile socket tables (written below).
+fn main() {}
