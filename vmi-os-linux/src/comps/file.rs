@@ -521,6 +521,18 @@ pub(crate) fn read_scalar(
         })
 }
 
+/// A dentry's parent (`d_parent`) and name (`d_name`, at most [`NAME_MAX`] bytes): one step of
+/// the path walks other than `d_path` (mountinfo's root and mount point, `comps::mount`).
+pub fn dentry_parent_and_name(
+    mem: &VirtualMemory<'_>,
+    offsets: &FileOffsets,
+    dentry: Va,
+) -> Result<(Va, Vec<u8>), LinuxError> {
+    let d = read_dentry(mem, offsets, dentry)?;
+    let name = dentry_name(mem, offsets, &d)?;
+    Ok((d.parent, name))
+}
+
 /// `real_mount`: the `struct mount` around a `vfsmount`.
 fn real_mount(offsets: &FileOffsets, vfsmount: Va) -> Result<Va, LinuxError> {
     vfsmount

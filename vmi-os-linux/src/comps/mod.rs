@@ -1,6 +1,8 @@
 //! Kernel structures, one file each: where their fields are (resolved once from the profile
 //! into typed offsets) and how to read them.
 
+pub mod cgroup;
+pub mod cred;
 pub mod fdtable;
 pub mod file;
 pub mod inet;
@@ -8,7 +10,10 @@ pub mod inode;
 pub mod layout;
 pub mod mm;
 pub mod module;
+pub mod mount;
 pub mod netlink;
+pub mod nsproxy;
+pub mod pid;
 pub mod printk;
 pub mod sock;
 pub mod socket;

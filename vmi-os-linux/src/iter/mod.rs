@@ -1,5 +1,7 @@
-//! Bounded walks over kernel containers: doubly linked lists, maple trees and xarrays.
+//! Bounded walks over kernel containers: doubly linked lists, maple trees, red-black
+//! trees and xarrays.
 
 pub mod list;
 pub mod maple;
+pub mod rbtree;
 pub mod xarray;
