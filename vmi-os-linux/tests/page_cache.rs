@@ -1,6 +1,8 @@
-//! The page cache on every real guest: every file of the initramfs (a ramfs, which keeps every
-//! page) is listed with its size and all its pages, and extracting it from memory gives its
-//! bytes; so do the files init wrote on `/tmp` (a tmpfs) whose contents the truth knows.
+//! The page cache on every real guest: every file of a busybox guest's initramfs (a ramfs,
+//! which keeps every page) is listed with its size and all its pages, and extracting it from
+//! memory gives its bytes; on a systemd guest, every cached page of the system's binaries and
+//! libraries equals the same page of the file on its ext4 root image (read by `debugfs`); and
+//! the files the truth script wrote on `/tmp` (a tmpfs) come back as the truth has them.
 
 mod common;
 
@@ -67,7 +69,10 @@ fn extract_bytes(
 }
 
 fn initramfs_files_are_cached_whole_and_extract_exactly() {
-    for g in common::guests() {
+    let with_initramfs = vmi_fixtures::select("with a busybox initramfs", |g| {
+        g.dir.join("initramfs.cpio.gz").exists()
+    });
+    for g in with_initramfs {
         let session = g.session();
         let kernel = g.kernel(&session);
         let listed = cached_files(&session, &kernel).unwrap();
@@ -164,6 +169,76 @@ fn files_written_by_the_guest_on_tmpfs_extract_as_the_truth_has_them() {
     }
 }
 
+/// The bytes of `path` on the ext4 image `image`, by Debian's `debugfs` (the oracle).
+fn debugfs_cat(image: &Path, path: &str) -> Vec<u8> {
+    let out = std::process::Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("cat \"{path}\""))
+        .arg(image)
+        .output()
+        .expect("debugfs (Debian package e2fsprogs)");
+    assert!(
+        out.status.success(),
+        "debugfs cat {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn ext4_cached_pages_equal_the_disk_image() {
+    for g in vmi_fixtures::select("with an ext4 root image", |g| {
+        g.dir.join("root.img").exists()
+    }) {
+        let session = g.session();
+        let kernel = g.kernel(&session);
+        let listed = cached_files(&session, &kernel).unwrap();
+        assert!(
+            listed.warnings.is_empty(),
+            "{}: {:?}",
+            g.name,
+            listed.warnings
+        );
+        // Binaries and libraries: read-only since the image was made, so memory and disk agree.
+        let mut system: Vec<&vmi_core::os::CachedFile> = listed
+            .items
+            .iter()
+            .filter(|f| f.fs_type == "ext4" && f.path.starts_with("/usr/") && f.size > 0)
+            .collect();
+        system.sort_by_key(|f| std::cmp::Reverse(f.cached_pages));
+        assert!(
+            system.len() >= 20,
+            "{}: {} cached files under /usr",
+            g.name,
+            system.len()
+        );
+        let mut pages_compared = 0u64;
+        for f in system.iter().take(25) {
+            let (got, x) = extract_bytes(&session, &kernel, &f.path).unwrap();
+            let disk = debugfs_cat(&g.dir.join("root.img"), &f.path);
+            assert_eq!(disk.len() as u64, f.size, "{}: size of {}", g.name, f.path);
+            let missing = |i: u64| x.missing_pages.iter().any(|&(a, b)| (a..b).contains(&i));
+            for i in 0..f.size.div_ceil(4096) {
+                if missing(i) {
+                    continue;
+                }
+                let (a, b) = ((i * 4096) as usize, ((i + 1) * 4096).min(f.size) as usize);
+                assert!(
+                    got[a..b] == disk[a..b],
+                    "{}: page {i} of {} differs from the disk",
+                    g.name,
+                    f.path
+                );
+                pages_compared += 1;
+            }
+        }
+        assert!(
+            pages_compared >= 500,
+            "{}: only {pages_compared} pages compared",
+            g.name
+        );
+    }
+}
+
 fn an_uncached_path_is_a_clear_error() {
     for g in common::guests() {
         let session = g.session();
@@ -177,6 +252,7 @@ fn an_uncached_path_is_a_clear_error() {
 
 vmi_fixtures::real_guest_tests!(
     initramfs_files_are_cached_whole_and_extract_exactly,
+    ext4_cached_pages_equal_the_disk_image,
     files_written_by_the_guest_on_tmpfs_extract_as_the_truth_has_them,
     an_uncached_path_is_a_clear_error,
 );

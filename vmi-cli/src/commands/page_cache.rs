@@ -55,6 +55,9 @@ pub fn dump_file(ctx: &Context<'_>, args: &DumpFileArgs) -> Result<(), BoxError>
             return Err(e.into());
         }
     };
+    for w in &extract.warnings {
+        eprintln!("vmi: warning: {w}");
+    }
     let missing: u64 = extract.missing_pages.iter().map(|(a, b)| b - a).sum();
     if missing > 0 {
         eprintln!(

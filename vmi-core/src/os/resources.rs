@@ -257,4 +257,6 @@ pub struct CachedFileExtract {
     /// Page ranges `[first, end)` not in memory (written as zeros): the file is only
     /// partly recovered when this is not empty.
     pub missing_pages: Vec<(u64, u64)>,
+    /// What could not be read of the file's page index (a corrupted tree is cut there).
+    pub warnings: Vec<String>,
 }

@@ -251,6 +251,7 @@ pub fn extract(
         bytes_written: file.size,
         pages_copied: copied,
         missing_pages: missing,
+        warnings: entries.warnings.iter().map(ToString::to_string).collect(),
         file,
     })
 }
