@@ -43,8 +43,12 @@ pub fn run(cli: &Cli) -> Result<(), BoxError> {
         symbol_path,
         use_cache: true,
         // An export needs the whole profile, which only discovery (or --symbols) gives.
-        // Plugins may look up any symbol or type: they get the full profile too.
-        full_profile: matches!(cli.command, Command::IsfExport(_) | Command::Plugin(_)),
+        // Plugins may look up any symbol or type: they get the full profile too. Integrity
+        // checks name addresses by the nearest symbol, which needs all of them.
+        full_profile: matches!(
+            cli.command,
+            Command::IsfExport(_) | Command::Plugin(_) | Command::Integrity(_)
+        ),
         exhaustive: false,
     };
     // Pause before the OS is detected, so detection sees the same state as the command.

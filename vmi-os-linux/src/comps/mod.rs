@@ -1,12 +1,15 @@
 //! Kernel structures, one file each: where their fields are (resolved once from the profile
 //! into typed offsets) and how to read them.
 
+pub mod bpf;
 pub mod cgroup;
 pub mod cred;
 pub mod fdtable;
 pub mod file;
+pub mod idt;
 pub mod inet;
 pub mod inode;
+pub mod kobject;
 pub mod layout;
 pub mod mm;
 pub mod module;
