@@ -44,10 +44,6 @@ impl Base {
         self.kernel.profile().field_offset(ty, field).unwrap()
     }
 
-    fn patched(&self, patches: &Patches) -> Session {
-        hostile::patched_session(&self.memory, &self.registers, &patches.0)
-    }
-
     /// A field of epsilon's `fdtable`.
     fn fdt_field(&self, field: &str) -> Va {
         self.fdt.checked_add(self.off("fdtable", field)).unwrap()
