@@ -95,11 +95,12 @@ enum Command {
     #[command(alias = "netstat")]
     Sockets,
     /// The mounts of a process's mount namespace, as /proc/PID/mountinfo shows them.
-    Mounts(commands::os::PidArgs),
-    /// Each process's namespaces, cgroup and pid inside its own PID namespace.
-    Namespaces,
+    Mounts(commands::process_context::MountsArgs),
+    /// Each process's namespaces, cgroup and pid inside its own PID namespace; with
+    /// --containers, processes grouped by namespaces and cgroup (the container view).
+    Namespaces(commands::process_context::NamespacesArgs),
     /// A process's user and group ids, groups, capabilities and seccomp mode.
-    Creds(commands::os::PidArgs),
+    Creds(commands::process_context::CredsArgs),
     /// Kernel integrity checks: system call table, IDT, hidden modules, inline hooks, eBPF.
     Integrity(commands::integrity::Args),
     /// Files with pages in the kernel's page cache: inode, size, cached pages, filesystem, path.

@@ -125,7 +125,7 @@ fn dispatch(cli: &Cli, session: &Session, profiles: &[Profile]) -> Result<(), Bo
         Command::Lsof(args) => lsof::run(&ctx, args),
         Command::Sockets => sockets::run(&ctx),
         Command::Mounts(args) => process_context::mounts(&ctx, args),
-        Command::Namespaces => process_context::namespaces(&ctx),
+        Command::Namespaces(args) => process_context::namespaces(&ctx, args),
         Command::Creds(args) => process_context::creds(&ctx, args),
         Command::Integrity(args) => integrity::run(&ctx, args),
         Command::Files => page_cache::files(&ctx),
