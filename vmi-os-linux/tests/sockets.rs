@@ -266,6 +266,12 @@ fn every_truth_socket_is_listed_alike() {
             assert_eq!(s.local_address, iface, "{}: {l}", g.name);
             assert!(sources(s).contains("packet"), "{}: {l}", g.name);
         }
+        eprintln!(
+            "{}: {} sockets ({} in the initial namespace), {rows_checked} truth rows",
+            g.name,
+            got.items.len(),
+            ours.len()
+        );
         // The target's sockets at least: 4 unix, 3+1 tcp, 2 udp, netlink, packet.
         assert!(
             rows_checked >= 12,

@@ -58,6 +58,9 @@ pub const AF_NETLINK: u16 = 16;
 /// `AF_PACKET`.
 pub const AF_PACKET: u16 = 17;
 
+/// Table entries that are not sockets warned about one by one (the rest are counted).
+pub const MAX_SOCKET_WARNINGS: usize = 8;
+
 /// The most network namespaces walked.
 pub const MAX_NAMESPACES: usize = 1 << 16;
 
@@ -262,11 +265,46 @@ pub fn sockets(session: &Session, kernel: &Kernel) -> Result<Partial<os::Socket>
     }
     out.warnings.append(&mut chains.warnings);
 
-    // Read each socket once.
+    // Read each socket once. What a damaged table links in is no socket of its family (or
+    // no readable object): dropped, the first few with a warning each, the rest counted.
+    let (mut foreign, mut unreadable) = (0usize, 0usize);
     for (sk, f) in found {
+        let first = |n: usize| n < MAX_SOCKET_WARNINGS;
         match ctx.render(sk, &f, &mut out.warnings) {
-            Ok(s) => out.items.push(s),
-            Err(e) => out.warnings.push(e),
+            Ok(Some(s)) => out.items.push(s),
+            Ok(None) => {
+                if first(foreign) {
+                    out.warnings.push(LinuxError::Corrupt {
+                        what: "socket table entry",
+                        at: sk,
+                        reason: format!(
+                            "not a socket of the family its table ({}) holds: dropped",
+                            f.sources.iter().copied().collect::<Vec<_>>().join(",")
+                        ),
+                    });
+                }
+                foreign += 1;
+            }
+            Err(e) => {
+                if f.sources.contains("fd") || first(unreadable) {
+                    out.warnings.push(e);
+                }
+                if !f.sources.contains("fd") {
+                    unreadable += 1;
+                }
+            }
+        }
+    }
+    for (n, what) in [(foreign, "of another family"), (unreadable, "unreadable")] {
+        if n > MAX_SOCKET_WARNINGS {
+            out.warnings.push(LinuxError::Corrupt {
+                what: "socket tables",
+                at: Va::new(0),
+                reason: format!(
+                    "{n} table entries {what} in all, {} more than warned about: dropped",
+                    n - MAX_SOCKET_WARNINGS
+                ),
+            });
         }
     }
     out.items.sort_by(|a, b| {
@@ -278,6 +316,16 @@ pub fn sockets(session: &Session, kernel: &Kernel) -> Result<Partial<os::Socket>
         ))
     });
     Ok(out)
+}
+
+/// Whether the table `source` holds sockets of `family`.
+fn holds(source: &str, family: u16) -> bool {
+    match source {
+        "unix" => family == AF_UNIX,
+        "netlink" => family == AF_NETLINK,
+        "packet" => family == AF_PACKET,
+        _ => family == AF_INET || family == AF_INET6,
+    }
 }
 
 fn family_rank(family: &str) -> u8 {
@@ -325,9 +373,12 @@ impl Ctx<'_> {
         sk: Va,
         found: &Found,
         warnings: &mut Vec<LinuxError>,
-    ) -> Result<os::Socket, LinuxError> {
+    ) -> Result<Option<os::Socket>, LinuxError> {
         let mem = self.mem;
         let info = read_sock(&mem, &self.sock, sk, true)?;
+        if !found.sources.contains("fd") && !found.sources.iter().all(|s| holds(s, info.family)) {
+            return Ok(None);
+        }
         let inode = self.inode_of(&info)?;
         let mut details = Details::new();
         details.insert(
@@ -450,7 +501,7 @@ impl Ctx<'_> {
             }
         }
         s.os = details;
-        Ok(s)
+        Ok(Some(s))
     }
 }
 

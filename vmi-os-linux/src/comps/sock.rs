@@ -428,6 +428,23 @@ impl<'a> ChainWalk<'a> {
         }
     }
 
+    /// Whether `table` gave [`MAX_TABLE_WARNINGS`] warnings since `before` (then warned: its
+    /// walk stops at bucket `index`).
+    fn too_damaged(&mut self, table: &Buckets, before: usize, index: u64, count: u64) -> bool {
+        if self.warnings.len().saturating_sub(before) < MAX_TABLE_WARNINGS {
+            return false;
+        }
+        self.warnings.push(LinuxError::Corrupt {
+            what: table.what,
+            at: table.base,
+            reason: format!(
+                "{MAX_TABLE_WARNINGS} damaged chains or unreadable buckets: the walk stops at \
+                 bucket {index} of {count}"
+            ),
+        });
+        true
+    }
+
     /// The objects on every chain of `table`, appended to `out`. Buckets beyond
     /// [`MAX_BUCKETS`] are cut; an unreadable stretch of buckets is skipped; both warned.
     pub fn table(&mut self, table: &Buckets, out: &mut Vec<Va>) {
@@ -461,15 +478,7 @@ impl<'a> ChainWalk<'a> {
             if self.out_of_budget(table.what, table.base) {
                 return;
             }
-            if self.warnings.len() - warnings_before >= MAX_TABLE_WARNINGS {
-                self.warnings.push(LinuxError::Corrupt {
-                    what: table.what,
-                    at: table.base,
-                    reason: format!(
-                        "{MAX_TABLE_WARNINGS} damaged chains or unreadable buckets: the walk \
-                         stops at bucket {index} of {count}"
-                    ),
-                });
+            if self.too_damaged(table, warnings_before, index, count) {
                 return;
             }
             let n = per_chunk.min(count - index);
@@ -507,7 +516,10 @@ impl<'a> ChainWalk<'a> {
                     Va::new(if table.lock_bit { raw & !1 } else { raw })
                 })
                 .collect();
-            for first in heads {
+            for (i, first) in heads.into_iter().enumerate() {
+                if self.too_damaged(table, warnings_before, index + i as u64, count) {
+                    return;
+                }
                 self.chain(table.what, first, table.node_in_object, out);
             }
             index += n;
