@@ -35,6 +35,8 @@ pub const MAX_XA_NODES: usize = 4096;
 pub const MAX_XA_ENTRIES: usize = 1 << 16;
 /// Time bound of one walk.
 pub const MAX_XA_TIME: Duration = Duration::from_secs(2);
+/// Most warnings one walk keeps (a hostile tree repeats the same problem in every slot).
+pub const MAX_XA_WARNINGS: usize = 16;
 
 /// Most instructions of one program read to look for helper calls (`BPF_COMPLEXITY_LIMIT_INSNS`
 /// is 1M; real programs are a few thousand).
@@ -89,6 +91,17 @@ pub struct IdrWalk {
     pub warnings: Vec<LinuxError>,
     /// Nodes visited.
     pub nodes: usize,
+    /// Warnings beyond [`MAX_XA_WARNINGS`], counted only.
+    pub dropped: usize,
+}
+
+/// Keeps `e` unless the walk has [`MAX_XA_WARNINGS`] already.
+fn note(walk: &mut IdrWalk, e: LinuxError) {
+    if walk.warnings.len() < MAX_XA_WARNINGS {
+        walk.warnings.push(e);
+    } else {
+        walk.dropped += 1;
+    }
 }
 
 fn is_internal(entry: u64) -> bool {
@@ -114,7 +127,7 @@ pub fn idr_entries(mem: &VirtualMemory<'_>, o: &XarrayOffsets, idr: Va) -> IdrWa
     let head = match mem.read_u64(head_at) {
         Ok(h) => h,
         Err(e) => {
-            walk.warnings.push(e.into());
+            note(&mut walk, e.into());
             return walk;
         }
     };
@@ -134,10 +147,13 @@ pub fn idr_entries(mem: &VirtualMemory<'_>, o: &XarrayOffsets, idr: Va) -> IdrWa
         if is_kernel_pointer(mode, Va::new(head)) {
             walk.entries.push((id_base, Va::new(head)));
         } else {
-            walk.warnings.push(corrupt(
-                head_at,
-                format!("xa_head {head:#x} is neither a node nor a kernel pointer"),
-            ));
+            note(
+                &mut walk,
+                corrupt(
+                    head_at,
+                    format!("xa_head {head:#x} is neither a node nor a kernel pointer"),
+                ),
+            );
         }
         return walk;
     }
@@ -151,37 +167,40 @@ pub fn idr_entries(mem: &VirtualMemory<'_>, o: &XarrayOffsets, idr: Va) -> IdrWa
     let mut stopped = false;
     while let Some((node, first, depth)) = stack.pop() {
         if started.elapsed() >= MAX_XA_TIME {
+            let nodes = walk.nodes;
+            // The bound that ended the walk is always reported.
             walk.warnings.push(corrupt(
                 idr,
-                format!(
-                    "walk stopped at its time bound ({MAX_XA_TIME:?}) after {} nodes",
-                    walk.nodes
-                ),
+                format!("walk stopped at its time bound ({MAX_XA_TIME:?}) after {nodes} nodes"),
             ));
             break;
         }
         if !is_kernel_pointer(mode, node) {
-            walk.warnings.push(corrupt(
-                node,
-                "node is not an aligned kernel address".into(),
-            ));
+            note(
+                &mut walk,
+                corrupt(node, "node is not an aligned kernel address".into()),
+            );
             continue;
         }
         if depth > MAX_XA_DEPTH {
-            walk.warnings.push(corrupt(
-                node,
-                format!("nodes nest deeper than {MAX_XA_DEPTH} levels"),
-            ));
+            note(
+                &mut walk,
+                corrupt(
+                    node,
+                    format!("nodes nest deeper than {MAX_XA_DEPTH} levels"),
+                ),
+            );
             continue;
         }
         if !seen.insert(node) {
-            walk.warnings.push(corrupt(
-                node,
-                "node reached twice (a cycle in the tree)".into(),
-            ));
+            note(
+                &mut walk,
+                corrupt(node, "node reached twice (a cycle in the tree)".into()),
+            );
             continue;
         }
         if walk.nodes >= MAX_XA_NODES {
+            // The bound that ended the walk is always reported.
             walk.warnings.push(corrupt(
                 idr,
                 format!("more than {MAX_XA_NODES} nodes (corrupted or absurd tree)"),
@@ -192,21 +211,21 @@ pub fn idr_entries(mem: &VirtualMemory<'_>, o: &XarrayOffsets, idr: Va) -> IdrWa
         let buf = match StructBuf::read(mem, "xa_node", node, o.node_size) {
             Ok(b) => b,
             Err(e) => {
-                walk.warnings.push(e);
+                note(&mut walk, e);
                 continue;
             }
         };
         let shift = match buf.get(o.shift) {
             Ok(s) => s,
             Err(e) => {
-                walk.warnings.push(e);
+                note(&mut walk, e);
                 continue;
             }
         };
         let slots = match buf.array(o.slots) {
             Ok(s) => s,
             Err(e) => {
-                walk.warnings.push(e);
+                note(&mut walk, e);
                 continue;
             }
         };
@@ -237,6 +256,7 @@ pub fn idr_entries(mem: &VirtualMemory<'_>, o: &XarrayOffsets, idr: Va) -> IdrWa
             }
         }
         if stopped {
+            // The bound that ended the walk is always reported.
             walk.warnings.push(corrupt(
                 idr,
                 format!("more than {MAX_XA_ENTRIES} entries (corrupted or absurd tree)"),
@@ -244,6 +264,13 @@ pub fn idr_entries(mem: &VirtualMemory<'_>, o: &XarrayOffsets, idr: Va) -> IdrWa
             break;
         }
         stack.extend(children.into_iter().rev());
+    }
+    if walk.dropped > 0 {
+        let dropped = walk.dropped;
+        walk.warnings.push(corrupt(
+            idr,
+            format!("and {dropped} more problems of the same tree"),
+        ));
     }
     walk.entries.sort_by_key(|&(id, _)| id);
     walk

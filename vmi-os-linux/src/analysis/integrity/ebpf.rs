@@ -99,27 +99,51 @@ impl EnumNames {
     }
 }
 
-/// Runs the check.
-pub fn check(ctx: &Context<'_>) -> Result<Partial<Finding>, LinuxError> {
-    let profile = ctx.kernel.profile();
-    let idr = ctx.kernel.symbol(PROG_IDR_SYMBOL)?;
+/// The loaded programs, in id order (an empty list when none is loaded), with the problems
+/// the bounded walk of `prog_idr` met.
+pub fn programs(
+    session: &vmi_core::Session,
+    kernel: &crate::Kernel,
+) -> Result<Partial<BpfProg>, LinuxError> {
+    let profile = kernel.profile();
+    let idr = kernel.symbol(PROG_IDR_SYMBOL)?;
     let xa = XarrayOffsets::resolve(profile)?;
-    let walk = idr_entries(&ctx.mem, &xa, idr);
+    let mem = kernel.memory(session);
+    let walk = idr_entries(&mem, &xa, idr);
     let mut out = Partial {
         items: Vec::new(),
         warnings: walk.warnings,
     };
     if walk.entries.is_empty() {
+        return Ok(out);
+    }
+    let offsets = BpfProgOffsets::resolve(profile)?;
+    for &(_, prog_at) in &walk.entries {
+        match BpfProg::read(&mem, &offsets, prog_at) {
+            Ok(p) => out.items.push(p),
+            Err(e) => out.warnings.push(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the check.
+pub fn check(ctx: &Context<'_>) -> Result<Partial<Finding>, LinuxError> {
+    let found = programs(ctx.session, ctx.kernel)?;
+    let mut out = Partial {
+        items: Vec::new(),
+        warnings: found.warnings,
+    };
+    if found.items.is_empty() {
         out.items.push(finding(
             Check::Ebpf,
             Severity::Info,
             PROG_IDR_SYMBOL,
-            Some(idr),
+            ctx.kernel.symbol(PROG_IDR_SYMBOL).ok(),
             "no eBPF programs loaded",
         ));
         return Ok(out);
     }
-    let offsets = BpfProgOffsets::resolve(profile)?;
     let names = match EnumNames::read(ctx) {
         Ok(n) => n,
         Err(e) => {
@@ -137,14 +161,7 @@ pub fn check(ctx: &Context<'_>) -> Result<Partial<Finding>, LinuxError> {
             (n, id, addr)
         })
         .collect();
-    for &(id, prog_at) in &walk.entries {
-        let prog = match BpfProg::read(&ctx.mem, &offsets, prog_at) {
-            Ok(p) => p,
-            Err(e) => {
-                out.warnings.push(e);
-                continue;
-            }
-        };
+    for prog in found.items {
         let kind = names
             .prog_types
             .get(&prog.kind)
@@ -178,9 +195,6 @@ pub fn check(ctx: &Context<'_>) -> Result<Partial<Finding>, LinuxError> {
         }
         if let Some(f) = &prog.attach_func_name {
             detail.push_str(&format!(", attached to {f}"));
-        }
-        if prog.id != id {
-            detail.push_str(&format!(" (prog_idr slot {id})"));
         }
         if suspicious {
             detail.push_str(&format!(
