@@ -212,6 +212,15 @@ pub fn sockets(session: &Session, kernel: &Kernel) -> Result<Partial<os::Socket>
             Err(e) => out.warnings.push(e),
         }
     }
+    if ctx.unix.net_buckets.is_none() {
+        out.warnings.push(LinuxError::Corrupt {
+            what: "Unix socket table",
+            at: net_list,
+            reason: "this kernel has no per-namespace table (net->unx.table, 6.0+): Unix \
+                     sockets no process holds are not listed"
+                .into(),
+        });
+    }
     hashinfos.sort();
     hashinfos.dedup();
     udp_tables.sort();
