@@ -24,6 +24,14 @@ fn declarations() -> Vec<(&'static str, TypeRef)> {
         ("init_pid_ns", strukt("pid_namespace")),
         ("init_fs", strukt("fs_struct")),
         ("init_files", strukt("files_struct")),
+        // What Volatility's linux.sockstat and linux.lsof reach: the namespaces, and the
+        // operation tables a socket file is recognised by.
+        ("init_net", strukt("net")),
+        ("net_namespace_list", strukt("list_head")),
+        ("socket_file_ops", strukt("file_operations")),
+        ("sockfs_dentry_operations", strukt("dentry_operations")),
+        ("vmemmap_base", TypeRef::Base("unsigned long".into())),
+        ("cap_last_cap", TypeRef::Base("int".into())),
         ("tk_core", TypeRef::Void), // an anonymous struct in timekeeping.c: left untyped
     ]
 }
@@ -37,6 +45,7 @@ pub fn apply(profile: &mut Profile) {
             TypeRef::Pointer(to) => {
                 matches!(&**to, TypeRef::Struct(t) if profile.user_type(t).is_some())
             }
+            TypeRef::Base(b) => profile.base_types().any(|(name, _)| name == b),
             _ => false,
         };
         if !known {

@@ -188,7 +188,7 @@ pub const WRITTEN_FORMAT: &str = "6.2.0";
 
 /// Writes `profile` as an ISF document: symbols at the profile's (link-time) addresses, user
 /// types, base types (plus the `pointer` and `void` base types Volatility expects) and enums
-/// (as sized placeholders: a profile keeps enum sizes, not constants). `metadata` is the
+/// (with their constants where the profile has them). `metadata` is the
 /// caller's (producer, OS-specific identification).
 pub fn from_profile(profile: &Profile, metadata: serde_json::Value) -> IsfDocument {
     let mut doc = IsfDocument {
@@ -228,7 +228,10 @@ pub fn from_profile(profile: &Profile, metadata: serde_json::Value) -> IsfDocume
             IsfEnum {
                 size,
                 base: base.to_owned(),
-                constants: BTreeMap::new(),
+                constants: profile
+                    .enum_constants(name)
+                    .map(|c| c.iter().cloned().collect())
+                    .unwrap_or_default(),
             },
         );
     }
@@ -361,6 +364,12 @@ pub fn parse(json: &[u8]) -> Result<Profile, ProfileError> {
     }
     for (name, e) in &doc.enums {
         profile.insert_enum(name.clone(), e.size);
+        if !e.constants.is_empty() {
+            let mut constants: Vec<(String, i64)> =
+                e.constants.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            constants.sort_by_key(|&(_, v)| v);
+            profile.insert_enum_constants(name.clone(), constants);
+        }
     }
     // (type, field) of anonymous members: marked `anonymous`, or named `unnamed_field_*` as
     // dwarf2json names them.

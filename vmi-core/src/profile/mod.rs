@@ -256,6 +256,8 @@ pub struct Profile {
     user_types: FxHashMap<String, UserType>,
     base_types: FxHashMap<String, BaseType>,
     enums: FxHashMap<String, u64>,
+    /// Named values of enums, where the source has them (BTF and ISF do; System.map not).
+    enum_constants: FxHashMap<String, Vec<(String, i64)>>,
     sources: Sources,
     access_log: AccessLog,
     /// Where the profile came from, for messages.
@@ -391,8 +393,8 @@ impl Profile {
     }
 
     /// A profile with only the symbols and user types looked up since
-    /// [`Profile::record_accesses`] (all base types and enums, which are small), or `None` when
-    /// not recording.
+    /// [`Profile::record_accesses`] (all base types and enum sizes, which are small; no enum
+    /// constants, which only exports use), or `None` when not recording.
     pub fn accessed_subset(&self) -> Option<Profile> {
         let log = self.access_log.0.as_ref()?;
         let accessed = log.lock().unwrap_or_else(|p| p.into_inner());
@@ -417,6 +419,20 @@ impl Profile {
         self.enums.insert(name.into(), size);
     }
 
+    /// Adds or replaces an enum's named values.
+    pub fn insert_enum_constants(
+        &mut self,
+        name: impl Into<String>,
+        constants: Vec<(String, i64)>,
+    ) {
+        self.enum_constants.insert(name.into(), constants);
+    }
+
+    /// The named values of enum `name`, in the source's order, if the profile has them.
+    pub fn enum_constants(&self, name: &str) -> Option<&[(String, i64)]> {
+        self.enum_constants.get(name).map(Vec::as_slice)
+    }
+
     /// Adds everything `other` has; where both have an item, `other`'s wins. Used to combine
     /// sources, e.g. kallsyms symbols with BTF types.
     pub fn merge(&mut self, other: Profile) {
@@ -431,6 +447,7 @@ impl Profile {
         self.user_types.extend(other.user_types);
         self.base_types.extend(other.base_types);
         self.enums.extend(other.enums);
+        self.enum_constants.extend(other.enum_constants);
     }
 
     /// Base types.

@@ -147,6 +147,19 @@ impl<'a> Btf<'a> {
                     Ok(name) => {
                         if !enum_seen.contains(&name) {
                             profile.insert_enum(name.as_ref(), u64::from(t.size_or_type()));
+                            // Volatility describes enum values by these names (a program's
+                            // `bpf_prog_type`, a socket's state).
+                            let constants: Vec<(String, i64)> = t
+                                .enumerators()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|e| {
+                                    Some((self.string(e.name_offset).ok()?.to_owned(), e.value))
+                                })
+                                .collect();
+                            if !constants.is_empty() {
+                                profile.insert_enum_constants(name.as_ref(), constants);
+                            }
                             enum_seen.insert(name);
                             report.enums += 1;
                         }
