@@ -23,7 +23,7 @@ use vmi_core::Va;
 
 use super::{finding, Check, Context};
 use crate::btf::{Btf, Kind};
-use crate::comps::bpf::{idr_entries, BpfProg, BpfProgOffsets, XarrayOffsets, PROG_IDR_SYMBOL};
+use crate::comps::bpf::{idr_entries, BpfProg, BpfProgOffsets, PROG_IDR_SYMBOL};
 use crate::error::LinuxError;
 use crate::partial::Partial;
 
@@ -107,18 +107,17 @@ pub fn programs(
 ) -> Result<Partial<BpfProg>, LinuxError> {
     let profile = kernel.profile();
     let idr = kernel.symbol(PROG_IDR_SYMBOL)?;
-    let xa = XarrayOffsets::resolve(profile)?;
     let mem = kernel.memory(session);
-    let walk = idr_entries(&mem, &xa, idr);
+    let walk = idr_entries(&mem, profile, idr)?;
     let mut out = Partial {
         items: Vec::new(),
         warnings: walk.warnings,
     };
-    if walk.entries.is_empty() {
+    if walk.items.is_empty() {
         return Ok(out);
     }
     let offsets = BpfProgOffsets::resolve(profile)?;
-    for &(_, prog_at) in &walk.entries {
+    for &(_, prog_at) in &walk.items {
         match BpfProg::read(&mem, &offsets, prog_at) {
             Ok(p) => out.items.push(p),
             Err(e) => out.warnings.push(e),
