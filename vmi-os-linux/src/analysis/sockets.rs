@@ -10,9 +10,10 @@
 //! - the kernel's own tables, which also hold sockets no process holds (the kernel's netlink
 //!   sockets, TCP connections in TIME-WAIT or not yet accepted, orphans closing down):
 //!   `tcp-listen` and `tcp-established` (`inet_hashinfo` `lhash2`, `ehash`), `udp`
-//!   (`udp_table`), `raw` (`raw_v4_hashinfo`, `raw_v6_hashinfo`), `unix` (each namespace's
-//!   `net->unx.table`), `packet` (each namespace's `net->packet.sklist`), `netlink`
-//!   (`nl_table`). Namespaces come from `net_namespace_list`.
+//!   (`udp_table`), `udplite` (`udplite_table`), `raw` (`raw_v4_hashinfo`,
+//!   `raw_v6_hashinfo`), `unix` (each namespace's `net->unx.table`), `packet` (each
+//!   namespace's `net->packet.sklist`), `netlink` (`nl_table`). Namespaces come from
+//!   `net_namespace_list`.
 //!
 //! Every socket carries its network namespace (`os.netns`, the inode of `net:[INUM]`):
 //! `/proc/net/*` of a process shows only its own namespace's sockets.
@@ -20,9 +21,10 @@
 //! What differs from `ss`/`/proc`: the inode of a time-wait or request socket is 0 (as in
 //! `/proc/net/tcp`); addresses are always numeric; netlink addresses are the port ids in
 //! decimal, packet sockets show their interface index (`*` for all) and ethertype (as the
-//! port). Not walked: UDP-Lite, SCTP, MPTCP, XDP, vsock, Bluetooth and other families'
-//! tables (their sockets are listed when a process holds them, family `family-N` where the
-//! family has no name here), nested rhashtable bucket tables (warned).
+//! port). Not walked: the tables of SCTP, MPTCP, XDP, vsock, Bluetooth and the other families
+//! (their sockets are listed when a process holds them, family `family-N` where the family
+//! has no name here), nested rhashtable bucket tables (warned), and, before 6.0, the global
+//! Unix table (warned).
 //!
 //! Bounds: tasks by the task-list walk, descriptors by the fd-table walk, hash tables by
 //! [`ChainWalk`] (chain length, total sockets, time, cycles), namespaces by the list walker.
@@ -108,6 +110,7 @@ pub fn sockets(session: &Session, kernel: &Kernel) -> Result<Partial<os::Socket>
     let net_list = kernel.symbol("net_namespace_list")?;
     let tcp_hashinfo = kernel.symbol("tcp_hashinfo")?;
     let udp_table = kernel.symbol("udp_table")?;
+    let udplite_table = kernel.symbol("udplite_table")?;
     let raw_tables = [
         ("raw IPv4 hash", kernel.symbol("raw_v4_hashinfo")?),
         ("raw IPv6 hash", kernel.symbol("raw_v6_hashinfo")?),
@@ -243,6 +246,19 @@ pub fn sockets(session: &Session, kernel: &Kernel) -> Result<Partial<os::Socket>
             Ok(t) => tables.push(("udp", t)),
             Err(e) => out.warnings.push(e),
         }
+    }
+    // UDP-Lite sockets (IPPROTO_UDPLITE) have their own table of the same layout.
+    match StructBuf::read(&mem, "udp_table", udplite_table, ctx.inet.udp_span())
+        .and_then(|t| ctx.inet.udp_buckets(&t, ctx.sock.node))
+    {
+        Ok(t) => tables.push((
+            "udplite",
+            Buckets {
+                what: "UDP-Lite hash",
+                ..t
+            },
+        )),
+        Err(e) => out.warnings.push(e),
     }
     for (what, at) in raw_tables {
         if let Some(t) = ctx.inet.raw_buckets(what, at, ctx.sock.node) {

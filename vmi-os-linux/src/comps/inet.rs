@@ -10,7 +10,7 @@
 //!   (or not even bound) is on neither, and `/proc/net/tcp` does not show it.
 //! - UDP (`struct udp_table`, global `udp_table`; 6.x namespaces may have their own,
 //!   `net->ipv4.udp_table`): `hash[0..=mask]` (`udp_hslot.head`), an `hlist` by `sk_node`,
-//!   bound sockets only. UDP-Lite's `udplite_table` is not walked.
+//!   bound sockets only. UDP-Lite's `udplite_table` has the same layout.
 //! - Raw (`raw_v4_hashinfo`, `raw_v6_hashinfo`): `ht[RAW_HTABLE_SIZE]`, by `sk_node`.
 //!
 //! Every table holds the sockets of every namespace that shares it; each socket's `skc_net`
