@@ -1,6 +1,6 @@
 //! `vmi mounts PID`, `vmi namespaces [--containers]` and `vmi creds PID` on every real guest,
-//! in JSON and as tables, cold (discovery) and from a profile cache, and from a cache an
-//! earlier `ps` left without their types: every answer equal to the guest's own
+//! in JSON and as tables, from a cache an earlier `ps` left without their types, and then
+//! from their own cache: every answer equal to the guest's own
 //! `mountinfo`, `ns`, `cgroup` and `status`.
 
 mod common;
@@ -46,6 +46,8 @@ fn mounts_equal_mountinfo_in_json_and_table() {
         let cache = fresh_cache_dir("mounts");
         let elf = g.elf();
         let t = elf.to_str().unwrap();
+        // From a cache ps wrote (no mount types, no nop_mnt_idmap): rediscovery, then warm.
+        run_json_cached(&cache, &["--target", t, "ps"]);
         for pid in truth_pids(&g, "mountinfo") {
             let pid_s = pid.to_string();
             let truth = g.truth(&format!("mountinfo/{pid}"));

@@ -11,6 +11,7 @@ use std::sync::{mpsc, Arc, OnceLock};
 use std::time::Duration;
 
 use hostile::{largest_alloc, Patches};
+use vmi_core::os::ProcessCredentials;
 use vmi_core::{PhysicalMemory, Session, Va, VcpuRegisters, VirtualMemory};
 use vmi_os_linux::analysis::creds::credentials;
 use vmi_os_linux::analysis::mounts::mounts;
@@ -18,7 +19,7 @@ use vmi_os_linux::analysis::namespaces::{namespaces, ProcessNamespaces};
 use vmi_os_linux::analysis::ps::{processes, Process};
 use vmi_os_linux::comps::cred::NGROUPS_MAX;
 use vmi_os_linux::comps::mount::MountRecord;
-use vmi_os_linux::{Kernel, LinuxError};
+use vmi_os_linux::{Kernel, LinuxError, LinuxOs};
 
 /// A real guest, discovered once, with what it answers intact.
 struct Base {
@@ -245,6 +246,7 @@ fn absurd_ngroups_is_capped_with_a_warning() {
             (NGROUPS_MAX as u32 + 1, "above NGROUPS_MAX", None),
         ] {
             let patches = Patches::default().at(b, ngroups, &value.to_le_bytes());
+            let patches2 = patches.clone();
             let name = format!("{}: ngroups {value:#x}", b.name);
             let zeta = b.zeta;
             let ((creds, warnings), largest) = bounded(&name, move || {
@@ -267,6 +269,15 @@ fn absurd_ngroups_is_capped_with_a_warning() {
             }
             assert_eq!(creds.uid, [1000; 4], "{name}");
             assert!(largest <= 1 << 20, "{name}: allocated {largest} bytes");
+            // The neutral record has no warnings list: they are under `os.warnings`.
+            let os = LinuxOs::new(b.kernel.clone(), false);
+            let neutral = os.credentials(&b.patched(&patches2), zeta).unwrap();
+            let noted = neutral.os.get("warnings").map(ToString::to_string);
+            assert!(
+                noted.is_some_and(|w| w.contains(expect)),
+                "{name}: {:?}",
+                neutral.os
+            );
         }
     }
 }
@@ -372,9 +383,42 @@ fn absurd_pid_namespace_level_is_refused() {
     }
 }
 
+fn an_idmapped_mount_says_so() {
+    for (i, b) in bases().iter().enumerate() {
+        // No fixture mount is idmapped: give the last one a mapping other than the no-op one.
+        let field = ["mnt_idmap", "mnt_userns"]
+            .iter()
+            .find_map(|f| b.kernel.profile().field_offset("vfsmount", f).ok())
+            .unwrap_or_else(|| panic!("{}: no mnt_idmap or mnt_userns", b.name));
+        let last = b.mounts.len() - 1;
+        let target = b.mounts[last].mount;
+        let at = target.checked_add(b.off("mount", "mnt") + field).unwrap();
+        let patches = Patches::default().u64_at(b, at, target.raw());
+        let got = bounded(&b.name, move || {
+            let b = &bases()[i];
+            mounts(&b.patched(&patches), &b.kernel, 1).unwrap()
+        });
+        assert!(
+            got.warnings.is_empty(),
+            "{}: {}",
+            b.name,
+            text(&got.warnings)
+        );
+        for (k, (m, intact)) in got.items.iter().zip(&b.mounts).enumerate() {
+            let want = if k == last {
+                format!("{},idmapped", intact.options)
+            } else {
+                intact.options.clone()
+            };
+            assert_eq!(m.options, want, "{}: mount {}", b.name, m.id);
+        }
+    }
+}
+
 vmi_fixtures::real_guest_tests!(
     mount_list_or_tree_that_loops_is_cut,
     absurd_ngroups_is_capped_with_a_warning,
     kernfs_parent_cycle_is_cut,
     absurd_pid_namespace_level_is_refused,
+    an_idmapped_mount_says_so,
 );

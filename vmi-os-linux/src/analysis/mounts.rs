@@ -23,7 +23,7 @@ pub fn mounts(
     pid: u32,
 ) -> Result<crate::Partial<MountRecord>, LinuxError> {
     let profile = kernel.profile();
-    let layout = MountLayout::resolve(profile)?;
+    let layout = MountLayout::resolve_for(kernel)?;
     let ns_layout = NsproxyLayout::resolve(profile)?;
     let mem = kernel.memory(session);
     let process = crate::find_process(session, kernel, pid)?;

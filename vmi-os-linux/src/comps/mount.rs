@@ -18,8 +18,12 @@
 //! - the root is the dentry's path inside its filesystem (`seq_dentry`); a filesystem with
 //!   `s_op->show_path` (kernfs: cgroups shown relative to a cgroup namespace) may differ,
 //!   flagged [`MountRecord::root_by_callback`];
-//! - `propagate_from:N` (a slave's dominating peer group, `get_dominating_id`) and
-//!   `,idmapped` are not rendered.
+//! - `propagate_from:N` (a slave's dominating peer group, `get_dominating_id`, a walk of
+//!   peer groups under the reader's root) is not rendered.
+//!
+//! `,idmapped` is: a mount whose `mnt_idmap` (6.3+; `mnt_userns` before) is not the
+//! kernel's no-op mapping (`nop_mnt_idmap`; `init_user_ns` before), with
+//! [`MountLayout::resolve_for`].
 //!
 //! The mount point is the path relative to the task's root (`task->fs->root`), as
 //! `seq_path_root` builds it; a mount the root cannot reach (outside a chroot) is skipped, as
@@ -30,9 +34,7 @@
 use vmi_core::profile::TypeRef;
 use vmi_core::{Profile, ProfileError, Va, VirtualMemory};
 
-use crate::comps::file::{
-    dentry_parent_and_name, FileOffsets, MAX_MOUNT_CROSSINGS, NAME_MAX, PATH_MAX,
-};
+use crate::comps::file::{dentry_parent_and_name, FileOffsets, MAX_MOUNT_CROSSINGS, PATH_MAX};
 use crate::comps::layout::{unexpected_layout, Scalar, StructBuf, MAX_STRUCT_SIZE};
 use crate::error::LinuxError;
 use crate::iter::list::{container_of, is_kernel_pointer, ListOffsets, ListWalker};
@@ -121,6 +123,8 @@ pub struct MountLayout {
     task_fs: Scalar,
     fs_root_mnt: Scalar,
     fs_root_dentry: Scalar,
+    /// `vfsmount.mnt_idmap` (or `mnt_userns`) and the value of an unmapped mount.
+    idmap: Option<(Scalar, Va)>,
 }
 
 fn span(ty: &str, fields: &[Scalar]) -> Result<usize, ProfileError> {
@@ -191,7 +195,31 @@ impl MountLayout {
             task_fs: Scalar::resolve(profile, "task_struct", "fs")?,
             fs_root_mnt: Scalar::resolve_nested(profile, "fs_struct", "root", "mnt")?,
             fs_root_dentry: Scalar::resolve_nested(profile, "fs_struct", "root", "dentry")?,
+            idmap: None,
         })
+    }
+
+    /// [`MountLayout::resolve`] plus what tells an idmapped mount: `vfsmount.mnt_idmap` and
+    /// `nop_mnt_idmap` (6.3+), or `vfsmount.mnt_userns` and `init_user_ns` (5.12 to 6.2).
+    /// A kernel with neither field has no idmapped mounts.
+    pub fn resolve_for(kernel: &crate::kernel::Kernel) -> Result<MountLayout, LinuxError> {
+        let profile = kernel.profile();
+        let mut layout = Self::resolve(profile)?;
+        let nested = |f: &str| Scalar::resolve_nested(profile, "mount", "mnt", f);
+        layout.idmap = if let Ok(field) = nested("mnt_idmap") {
+            Some((field, kernel.symbol("nop_mnt_idmap")?))
+        } else if let Ok(field) = nested("mnt_userns") {
+            Some((field, kernel.symbol("init_user_ns")?))
+        } else {
+            None
+        };
+        if let Some((field, _)) = layout.idmap {
+            layout.mount_span = layout.mount_span.max(
+                usize::try_from(field.end())
+                    .map_err(|_| unexpected_layout("mount", "mnt_idmap", "too large"))?,
+            );
+        }
+        Ok(layout)
     }
 
     fn namespace_links(profile: &Profile) -> Result<NamespaceMounts, ProfileError> {
@@ -466,13 +494,19 @@ impl<'a> MountReader<'a> {
             }
         };
         let mnt_root = non_null(mem, &m, l.mnt_root)?;
+        let mut options = mount_options(flags);
+        if let Some((field, unmapped)) = l.idmap {
+            if m.va(field)? != unmapped {
+                options.push_str(",idmapped");
+            }
+        }
         Ok(Some(MountRecord {
             id,
             parent_id,
             device: format!("{}:{}", dev >> 20, dev & 0xf_ffff),
             root: mangle(&self.dentry_path(mnt_root)?),
             mount_point: mangle(&mount_point),
-            options: mount_options(flags),
+            options,
             propagation: self.propagation(&m, flags)?,
             fs_type: mangle(fs_type.as_bytes()),
             source: mangle(source.as_bytes()),
@@ -574,7 +608,6 @@ impl<'a> MountReader<'a> {
                 // Escaped its mount: the kernel gives up on such a path too.
                 return Ok(None);
             }
-            debug_assert!(name.len() as u64 <= NAME_MAX);
             total = total.saturating_add(name.len() + 1);
             if total > PATH_MAX {
                 return Err(LinuxError::Unbounded {
