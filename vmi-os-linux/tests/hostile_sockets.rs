@@ -226,6 +226,11 @@ fn an_absurd_unix_address_length_is_cut() {
                 w.contains("unix_address") && w.contains("cut"),
                 "{name}: {w}"
             );
+            let about_it = warnings
+                .iter()
+                .filter(|w| w.to_string().contains("unix_address"))
+                .count();
+            assert_eq!(about_it, 1, "{name}: {w}");
             let s = got
                 .iter()
                 .find(|s| s.object == victim.object)
@@ -293,7 +298,42 @@ fn absurd_bucket_counts_are_bounded() {
     }
 }
 
+/// A socket whose state says it is a TCP time-wait or request socket is read as one: only its
+/// `sock_common` (those are far smaller than a `sock`), inode 0 as `/proc/net/tcp` shows.
+fn time_wait_and_request_states_read_the_common_head_only() {
+    for (i, b) in bases().iter().enumerate() {
+        let victim = b.socket("established TCP", |s| {
+            s.protocol == "tcp" && s.state == "ESTAB" && !s.pids.is_empty()
+        });
+        let state_at = victim
+            .object
+            .checked_add(b.off("sock_common", "skc_state"))
+            .unwrap();
+        for (state, name_of) in [(6u8, "TIME-WAIT"), (12, "SYN-RECV")] {
+            let patches = Patches::default().at(b, state_at, &[state]);
+            let name = format!("{}: skc_state {state}", b.guest.name);
+            let (got, warnings, _) = run(i, &name, patches);
+            assert!(warnings.is_empty(), "{name}: {}", text(&warnings));
+            let s = got
+                .iter()
+                .find(|s| s.object == victim.object)
+                .unwrap_or_else(|| panic!("{name}: gone"));
+            assert_eq!(
+                (s.protocol.as_str(), s.state.as_str(), s.inode),
+                ("tcp", name_of, 0),
+                "{name}"
+            );
+            assert_eq!(
+                (s.local_port, s.remote_port, &s.pids),
+                (victim.local_port, victim.remote_port, &victim.pids),
+                "{name}"
+            );
+        }
+    }
+}
+
 vmi_fixtures::real_guest_tests!(
+    time_wait_and_request_states_read_the_common_head_only,
     a_looping_hash_chain_is_cut,
     an_absurd_unix_address_length_is_cut,
     absurd_bucket_counts_are_bounded

@@ -472,7 +472,9 @@ impl Ctx<'_> {
                     details.insert("peer", Detail::Address(peer));
                     match read_sock(&mem, &self.sock, peer, false).and_then(|p| {
                         let ino = self.inode_of(&p)?;
-                        let name = unix_sock::read_unix(&mem, &self.unix, peer, warnings)?.name;
+                        // The peer's own entry warns about its name.
+                        let name =
+                            unix_sock::read_unix(&mem, &self.unix, peer, &mut Vec::new())?.name;
                         Ok((ino, name))
                     }) {
                         Ok((ino, name)) => {
