@@ -321,6 +321,154 @@ fn an_inline_jmp_at_sys_kill_is_caught() {
     }
 }
 
+/// The dump's registers with every vCPU's IDTR base replaced.
+struct IdtrAt {
+    inner: Arc<dyn VcpuRegisters>,
+    base: u64,
+}
+
+impl VcpuRegisters for IdtrAt {
+    fn vcpu_count(&self) -> usize {
+        self.inner.vcpu_count()
+    }
+    fn registers(&self, index: usize) -> Result<vmi_core::X86Registers, vmi_core::VcpuError> {
+        let mut r = self.inner.registers(index)?;
+        r.idtr_base = self.base;
+        Ok(r)
+    }
+}
+
+fn an_idtr_elsewhere_is_caught_and_the_direct_map_alias_is_not() {
+    for b in bases() {
+        let regs = b.registers.clone().expect("the ELF dumps carry registers");
+        let vcpus = regs.vcpu_count();
+        let mem = b.kernel.memory(&b.session);
+        let table = b.sym("idt_table");
+        let pa = b.session.translate(b.kernel.space(), table).unwrap().pa;
+        let direct = mem.read_u64(b.sym("page_offset_base")).unwrap() + pa.raw();
+        let zero = b.sym("empty_zero_page").raw();
+        for (base, bad) in [(direct, 0), (table.raw(), 0), (zero, vcpus)] {
+            let fake: Arc<dyn VcpuRegisters> = Arc::new(IdtrAt {
+                inner: regs.clone(),
+                base,
+            });
+            let s = hostile::patched_session(&b.memory, &Some(fake), &Default::default());
+            let found = run(b, &s, Check::Idt);
+            let sus = suspicious(&found);
+            assert_eq!(sus.len(), bad, "{}: IDTR {base:#x}: {sus:#?}", b.guest.name);
+            for f in sus {
+                assert!(f.subject.ends_with("IDTR"), "{f:?}");
+                assert_eq!(f.address, Some(Va::new(base)));
+                assert!(f.detail.contains("not idt_table"), "{f:?}");
+            }
+        }
+    }
+}
+
+/// Writes `call target` over the ftrace site of `function` (after its `endbr64`).
+fn call_at_ftrace_site(b: &Base, function: &str, target: u64) -> (Va, Vec<u8>) {
+    let at = b.sym(function);
+    let mut head = [0u8; 9];
+    b.kernel
+        .memory(&b.session)
+        .read_exact(at, &mut head)
+        .unwrap();
+    let site = if head.starts_with(&[0xf3, 0x0f, 0x1e, 0xfa])
+        || head.starts_with(&[0x66, 0x0f, 0x1f, 0])
+    {
+        4
+    } else {
+        0
+    };
+    assert_eq!(
+        head[site..site + 5],
+        [0x0f, 0x1f, 0x44, 0, 0],
+        "{}: {function} has no ftrace NOP",
+        b.guest.name
+    );
+    let site = at.checked_add(site as u64).unwrap();
+    let rel = i32::try_from(target as i64 - (site.raw() as i64 + 5)).unwrap();
+    let mut call = vec![0xe8];
+    call.extend_from_slice(&rel.to_le_bytes());
+    (site, call)
+}
+
+fn ftrace_trampolines_are_told_apart_from_hooks() {
+    for b in bases() {
+        let p = b.kernel.profile();
+        let off = |f: &str| p.field_offset("ftrace_ops", f).unwrap() as usize;
+        // A trampoline in the module area, outside every module, as ftrace allocates them.
+        let trampoline = 0xffff_ffff_fe00_0000u64;
+        let (site, call) = call_at_ftrace_site(b, "vfs_read", trampoline);
+        let (module_text, module) = b.module_text(0x20);
+        let end = b.sym("ftrace_list_end").raw();
+        for (func, severity) in [
+            (b.sym("ftrace_stub").raw(), Severity::Info),
+            (module_text, Severity::Suspicious),
+        ] {
+            let va =
+                hostile::made_up_kernel_memory(b, 1, Arc::new(|_, buf: &mut [u8]| buf.fill(0)))
+                    .va
+                    .raw();
+            let mut ops = vec![0u8; 0x1000];
+            let mut put = |f: &str, v: u64| {
+                let o = off(f);
+                ops[o..o + 8].copy_from_slice(&v.to_le_bytes())
+            };
+            put("func", func);
+            put("next", end);
+            put("trampoline", trampoline);
+            put("trampoline_size", 0x100);
+            let ops: Arc<[u8]> = ops.into();
+            let made = hostile::made_up_kernel_memory(
+                b,
+                1,
+                Arc::new(move |o, buf: &mut [u8]| {
+                    buf.fill(0);
+                    let o = o as usize;
+                    if o < ops.len() {
+                        let n = buf.len().min(ops.len() - o);
+                        buf[..n].copy_from_slice(&ops[o..o + n]);
+                    }
+                }),
+            );
+            let patches = Patches::default()
+                .u64_at(b, b.sym("ftrace_ops_list"), va)
+                .at(b, site, &call)
+                .at_pa(made.root_patch.0, &made.root_patch.1);
+            let s =
+                hostile::synthetic_session(&b.memory, &b.registers, &patches.0, vec![made.region]);
+            let found = run(b, &s, Check::InlineHooks);
+            let traced: Vec<&Finding> = found.iter().filter(|f| f.subject == "vfs_read").collect();
+            assert_eq!(traced.len(), 1, "{}: {found:#?}", b.guest.name);
+            assert_eq!(
+                traced[0].severity, severity,
+                "{}: {:?}",
+                b.guest.name, traced[0]
+            );
+            assert_eq!(traced[0].address, Some(Va::new(trampoline)));
+            assert!(
+                traced[0].detail.contains("traced by ftrace"),
+                "{:?}",
+                traced[0]
+            );
+            if severity == Severity::Suspicious {
+                assert!(traced[0].detail.contains(module), "{:?}", traced[0]);
+            }
+            assert_eq!(
+                suspicious(&found).len(),
+                usize::from(severity == Severity::Suspicious)
+            );
+        }
+        // Without the ops registered, the same call is a hook.
+        let s = b.patched(&Patches::default().at(b, site, &call));
+        let found = run(b, &s, Check::InlineHooks);
+        let bad = suspicious(&found);
+        assert_eq!(bad.len(), 1, "{}: {found:#?}", b.guest.name);
+        assert!(bad[0].detail.contains("call rel32"), "{:?}", bad[0]);
+    }
+}
+
 /// Where `prog_idr`'s `xa_head` is.
 fn xa_head(b: &Base) -> Va {
     b.sym("prog_idr")
@@ -525,6 +673,8 @@ vmi_fixtures::real_guest_tests!(
     a_hooked_idt_gate_is_caught,
     a_module_unlinked_from_the_list_is_caught_by_kset_and_carve,
     an_inline_jmp_at_sys_kill_is_caught,
+    an_idtr_elsewhere_is_caught_and_the_direct_map_alias_is_not,
+    ftrace_trampolines_are_told_apart_from_hooks,
     hostile_prog_idr_trees_are_bounded,
     a_fake_kprobe_program_writing_user_memory_is_suspicious,
 );

@@ -98,10 +98,34 @@ pub enum Entry {
 /// Decodes the first instruction of the code at `at` (`bytes` are its first bytes); the
 /// target of `jmp [rip+disp]` is read through `read_u64`.
 pub fn decode(at: u64, bytes: &[u8], read_u64: impl Fn(u64) -> Option<u64>) -> Entry {
-    let mut o = 0usize;
-    if bytes.starts_with(&[0xf3, 0x0f, 0x1e, 0xfa]) {
-        o = 4; // endbr64
+    // The IBT slot: `endbr64`, or the 4-byte NOP a kernel without IBT has there (the 6.12
+    // cloud kernel: `66 0f 1f 00`).
+    let o = if IBT_SLOT.iter().any(|p| bytes.starts_with(p)) {
+        4
+    } else {
+        0
+    };
+    match decode_one(at, bytes, o, &read_u64) {
+        // The ftrace site's NOP: a hook may follow it.
+        Entry::Plain if bytes.get(o..o + 5) == Some(&FTRACE_NOP[..]) => {
+            decode_one(at, bytes, o + 5, &read_u64)
+        }
+        other => other,
     }
+}
+
+/// What may fill the 4 bytes before the ftrace site: `endbr64`, `nopw (%rax)`, `nopl 0(%rax)`.
+const IBT_SLOT: [[u8; 4]; 3] = [
+    [0xf3, 0x0f, 0x1e, 0xfa],
+    [0x66, 0x0f, 0x1f, 0x00],
+    [0x0f, 0x1f, 0x40, 0x00],
+];
+
+/// The 5-byte NOP of a disabled ftrace site (`nopl 0x0(%rax,%rax,1)`).
+const FTRACE_NOP: [u8; 5] = [0x0f, 0x1f, 0x44, 0x00, 0x00];
+
+/// Decodes the instruction at `o` in `bytes`.
+fn decode_one(at: u64, bytes: &[u8], o: usize, read_u64: &impl Fn(u64) -> Option<u64>) -> Entry {
     let b = |i: usize| bytes.get(o + i).copied();
     let rel32 = |i: usize| -> Option<i64> {
         let s = bytes.get(o + i..o + i + 4)?;
@@ -392,6 +416,11 @@ mod tests {
             Entry::Jump(0xffff_ffff_c012_3456, "push imm32; mov [rsp+4], imm32; ret")
         );
         assert_eq!(d(&[0xcc]), Entry::Int3);
+        // Behind a NOP4 IBT slot and the ftrace NOP.
+        assert_eq!(
+            d(&[0x66, 0x0f, 0x1f, 0x00, 0x0f, 0x1f, 0x44, 0, 0, 0xe9, 0, 0, 0, 0]),
+            Entry::Jump(AT + 14, "jmp rel32")
+        );
         assert_eq!(d(&[0x55, 0x48, 0x89, 0xe5]), Entry::Plain);
         assert_eq!(d(&[0xe9]), Entry::Plain);
     }
