@@ -21,9 +21,10 @@
 //! KERNEL_IMAGE_SIZE`, `0xffffffffc0000000` with KASLR (`CONFIG_RANDOMIZE_BASE`, every Debian
 //! kernel), and `MODULES_END` is `0xffffffffff000000`. The carve skips unmapped page-table
 //! subtrees whole (a not-present PD entry skips 2 MiB), reads at most [`MAX_CARVE_PAGES`]
-//! pages and stops at [`MAX_CARVE_TIME`], with a warning. Cost on the fixture guests (five
-//! small modules): about 80 mapped pages, a few milliseconds; the finding of the summary says
-//! how many pages were read and how long it took.
+//! pages and stops at [`MAX_CARVE_TIME`], with a warning. Cost on the fixture guests (dev
+//! profile): the busybox guests (5 to 12 modules) have 533 to 579 mapped pages in the area,
+//! read in 1 to 6 ms; the systemd guest with 64 modules, 2,127 pages in about 15 ms. The
+//! summary finding says how many pages were read and how long it took.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

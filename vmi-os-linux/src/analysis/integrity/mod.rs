@@ -21,7 +21,9 @@
 //! `__x64_sys_read+0x10`), which needs the whole symbol table sorted by address: a profile
 //! read back from the cache holds only the symbols earlier runs looked up, so the checks ask
 //! for the full profile ([`vmi_core::OsError::IncompleteProfile`] from a cached one). The
-//! index costs one pass over kallsyms (measured: see the report in the repository's docs).
+//! index costs one pass over kallsyms and a sort: about 10 ms for the 88,000 symbols of 6.1
+//! and 20 ms for the 156,000 of 6.12 (dev profile), after the names are decoded (15 to 35 ms,
+//! once per run).
 
 pub mod ebpf;
 pub mod hidden_modules;
@@ -239,13 +241,15 @@ impl<'a> Context<'a> {
         let symbols = self.symbols();
         let i = symbols.partition_point(|&(a, _)| a <= va);
         let (addr, _) = *symbols.get(i.checked_sub(1)?)?;
-        // Of the names at one address, prefer one that is not a `__pfx_` padding alias.
+        // Of the names at one address, prefer one that is not a `__pfx_` padding alias, then
+        // the first by name (the index's order among equal addresses is not stable).
         let same = symbols[..i].iter().rev().take_while(|&&(a, _)| a == addr);
         let name = same
             .clone()
-            .find(|(_, n)| !n.starts_with("__pfx_"))
-            .or_else(|| same.clone().next())
-            .map(|&(_, n)| n)?;
+            .map(|&(_, n)| n)
+            .filter(|n| !n.starts_with("__pfx_"))
+            .min()
+            .or_else(|| same.map(|&(_, n)| n).min())?;
         let off = va - addr;
         if off >= 1 << 20 {
             return None;
@@ -276,7 +280,7 @@ impl<'a> Context<'a> {
                 .filter(|(_, s)| s.address >= START_KERNEL_MAP)
                 .map(|(n, s)| (s.address.wrapping_add(slide), n))
                 .collect();
-            v.sort_unstable();
+            v.sort_unstable_by_key(|&(a, _)| a);
             v
         })
     }
