@@ -295,6 +295,47 @@ fn a_module_unlinked_from_the_list_is_caught_by_kset_and_carve() {
     }
 }
 
+fn a_module_unlinked_from_the_list_and_sysfs_is_caught_by_the_carve() {
+    for b in bases() {
+        let list = b.off("module", "list");
+        let (prev, victim, next) = (&b.modules[0], &b.modules[1], &b.modules[2]);
+        let link = |m: &ModuleSpan| m.addr.checked_add(list).unwrap();
+        let mut p = Patches::default()
+            .u64_at(b, link(prev), link(next).raw())
+            .u64_at(b, link(next).checked_add(8).unwrap(), link(prev).raw());
+        // And from module_kset (kobject_del): its kobject's neighbours skip it.
+        let entry = victim
+            .addr
+            .checked_add(
+                b.off("module", "mkobj")
+                    + b.off("module_kobject", "kobj")
+                    + b.off("kobject", "entry"),
+            )
+            .unwrap();
+        let mem = b.kernel.memory(&b.session);
+        let (k_next, k_prev) = (
+            mem.read_u64(entry).unwrap(),
+            mem.read_u64(entry.checked_add(8).unwrap()).unwrap(),
+        );
+        p = p
+            .u64_at(b, Va::new(k_prev), k_next)
+            .u64_at(b, Va::new(k_next + 8), k_prev);
+        let s = b.patched(&p);
+        let found = run(b, &s, Check::HiddenModules);
+        let bad = suspicious(&found);
+        assert_eq!(bad.len(), 1, "{}: {bad:#?}", b.guest.name);
+        assert_eq!(bad[0].subject, victim.name);
+        assert!(
+            bad[0]
+                .detail
+                .ends_with("hidden from the modules list (lsmod, /proc/modules): seen by the module-area carve"),
+            "{}: {:?}",
+            b.guest.name,
+            bad[0]
+        );
+    }
+}
+
 fn an_inline_jmp_at_sys_kill_is_caught() {
     for b in bases() {
         let at = b.sym("__x64_sys_kill");
@@ -672,6 +713,7 @@ vmi_fixtures::real_guest_tests!(
     a_hooked_syscall_slot_is_caught,
     a_hooked_idt_gate_is_caught,
     a_module_unlinked_from_the_list_is_caught_by_kset_and_carve,
+    a_module_unlinked_from_the_list_and_sysfs_is_caught_by_the_carve,
     an_inline_jmp_at_sys_kill_is_caught,
     an_idtr_elsewhere_is_caught_and_the_direct_map_alias_is_not,
     ftrace_trampolines_are_told_apart_from_hooks,
