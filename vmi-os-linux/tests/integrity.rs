@@ -203,8 +203,32 @@ fn ebpf_programs_match_the_guest_kind() {
                 }
                 let findings = run(b, &b.session, Check::Ebpf);
                 assert_eq!(findings.len(), progs.items.len());
+                // Each is attached to a cgroup that holds (or is above) a process of the
+                // guest's own /proc/PID/cgroup.
+                let truth: Vec<String> = b
+                    .guest
+                    .truth("cgroup")
+                    .lines()
+                    .filter_map(|l| l.split_once(" 0::").map(|(_, p)| p.to_owned()))
+                    .collect();
                 for f in &findings {
                     assert!(f.detail.starts_with("cgroup_"), "{}: {f:?}", b.guest.name);
+                    let Some(vmi_core::os::Detail::Text(at)) = f.os.get("attached_to") else {
+                        panic!("{}: no attachment: {f:?}", b.guest.name);
+                    };
+                    for one in at.split(", ") {
+                        let path = one
+                            .strip_prefix("cgroup ")
+                            .and_then(|r| r.split(" as ").next())
+                            .unwrap_or_else(|| panic!("{}: {one}", b.guest.name));
+                        assert!(
+                            truth
+                                .iter()
+                                .any(|t| t == path || t.starts_with(&format!("{path}/"))),
+                            "{}: {path} holds no process of truth/cgroup",
+                            b.guest.name
+                        );
+                    }
                 }
             }
         }

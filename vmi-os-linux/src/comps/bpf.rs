@@ -236,3 +236,312 @@ fn helper_calls(mem: &VirtualMemory<'_>, prog: Va, insnsi: u64, len: u64) -> (Ve
     }
     (calls, len > MAX_PROG_INSNS)
 }
+
+/// The link id allocator: `static DEFINE_IDR(link_idr)`. A `bpf_link` ties a program to where
+/// it is attached (a cgroup, a tracepoint, a network device...).
+pub const LINK_IDR_SYMBOL: &str = "link_idr";
+
+/// Where the fields of `struct bpf_link` and `struct bpf_cgroup_link` are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BpfLinkOffsets {
+    id: Scalar,
+    kind: Scalar,
+    prog: Scalar,
+    /// `bpf_cgroup_link.cgroup` and `.type`, where the kernel has them.
+    cgroup: Option<(Scalar, Scalar)>,
+    size: usize,
+}
+
+impl BpfLinkOffsets {
+    /// Resolves the fields.
+    pub fn resolve(profile: &Profile) -> Result<BpfLinkOffsets, ProfileError> {
+        const L: &str = "bpf_link";
+        let cgroup = Scalar::resolve(profile, "bpf_cgroup_link", "cgroup")
+            .and_then(|c| Ok((c, Scalar::resolve(profile, "bpf_cgroup_link", "type")?)))
+            .ok();
+        let mut size = struct_size(profile, L)?;
+        if let Some((c, t)) = cgroup {
+            size = size.max(c.end().max(t.end()) as usize);
+        }
+        Ok(BpfLinkOffsets {
+            id: Scalar::resolve(profile, L, "id")?,
+            kind: Scalar::resolve(profile, L, "type")?,
+            prog: Scalar::resolve(profile, L, "prog")?,
+            cgroup,
+            size,
+        })
+    }
+}
+
+/// One link, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BpfLink {
+    /// The `struct bpf_link`.
+    pub addr: Va,
+    /// Its id (`bpftool link`).
+    pub id: u64,
+    /// `enum bpf_link_type` value.
+    pub kind: u64,
+    /// The program it attaches.
+    pub prog: Va,
+    /// For a cgroup link (`kind` is `cgroup_kind`): the cgroup and the attach type.
+    pub cgroup: Option<(Va, u64)>,
+}
+
+impl BpfLink {
+    /// Reads the link at `addr`; `cgroup_kind` is `BPF_LINK_TYPE_CGROUP`, whose links are
+    /// `struct bpf_cgroup_link`s.
+    pub fn read(
+        mem: &VirtualMemory<'_>,
+        o: &BpfLinkOffsets,
+        addr: Va,
+        cgroup_kind: u64,
+    ) -> Result<BpfLink, LinuxError> {
+        let b = StructBuf::read(mem, "bpf_link", addr, o.size)?;
+        let kind = b.get(o.kind)?;
+        let cgroup = match o.cgroup {
+            Some((c, t)) if kind == cgroup_kind => Some((b.va(c)?, b.get(t)?)),
+            _ => None,
+        };
+        Ok(BpfLink {
+            addr,
+            id: b.get(o.id)?,
+            kind,
+            prog: b.va(o.prog)?,
+            cgroup,
+        })
+    }
+}
+
+/// The default (v2) cgroup hierarchy's root: `struct cgroup_root cgrp_dfl_root`.
+pub const CGROUP_DFL_ROOT_SYMBOL: &str = "cgrp_dfl_root";
+
+/// Most cgroups visited (a busy systemd host has a few hundred).
+pub const MAX_CGROUPS: usize = 1 << 16;
+/// Deepest cgroup nesting followed.
+pub const MAX_CGROUP_NESTING: usize = 64;
+/// Most programs on one attach point of one cgroup (the kernel's limit is 64).
+pub const MAX_PROGS_PER_ATTACH: usize = 64;
+/// Time bound of the cgroup tree walk.
+pub const MAX_CGROUP_WALK_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Where programs attached to cgroups (`BPF_PROG_ATTACH` or links) are:
+/// `cgroup.bpf.progs[enum cgroup_bpf_attach_type]`, each an `hlist` of `struct
+/// bpf_prog_list`, and how to walk the cgroup tree (`cgroup.self.children`/`.sibling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupBpfOffsets {
+    root_cgrp: u64,
+    cgroup_self: u64,
+    css_children: u64,
+    css_sibling: u64,
+    progs: ArrayField,
+    pl_node: u64,
+    pl_prog: Scalar,
+    node_next: u64,
+}
+
+impl CgroupBpfOffsets {
+    /// Resolves the fields.
+    pub fn resolve(profile: &Profile) -> Result<CgroupBpfOffsets, ProfileError> {
+        let bpf = profile.field_offset("cgroup", "bpf")?;
+        let mut progs = ArrayField::resolve(profile, "cgroup_bpf", "progs")?;
+        if progs.stride != 8 || progs.count > 256 {
+            return Err(unexpected_layout("cgroup_bpf", "progs", "not hlist heads"));
+        }
+        progs.offset = progs
+            .offset
+            .checked_add(bpf)
+            .ok_or_else(|| unexpected_layout("cgroup", "bpf", "offset overflows"))?;
+        Ok(CgroupBpfOffsets {
+            root_cgrp: profile.field_offset("cgroup_root", "cgrp")?,
+            cgroup_self: profile.field_offset("cgroup", "self")?,
+            css_children: profile.field_offset("cgroup_subsys_state", "children")?,
+            css_sibling: profile.field_offset("cgroup_subsys_state", "sibling")?,
+            progs,
+            pl_node: profile.field_offset("bpf_prog_list", "node")?,
+            pl_prog: Scalar::resolve(profile, "bpf_prog_list", "prog")?,
+            node_next: profile.field_offset("hlist_node", "next")?,
+        })
+    }
+}
+
+/// A program attached to a cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupAttachment {
+    /// The `struct cgroup`.
+    pub cgroup: Va,
+    /// The `enum cgroup_bpf_attach_type` index.
+    pub attach: u64,
+    /// The `struct bpf_prog`.
+    pub prog: Va,
+}
+
+/// Every program attached to a cgroup of the default hierarchy whose `struct cgroup_root` is
+/// at `root`: the tree walked depth first (bounded in cgroups, nesting and time, each
+/// children list by [`crate::iter::list::ListWalker`]), each attach list bounded.
+pub fn cgroup_attachments(
+    mem: &VirtualMemory<'_>,
+    profile: &Profile,
+    root: Va,
+) -> Result<Partial<CgroupAttachment>, LinuxError> {
+    use crate::iter::list::{container_of, ListOffsets, ListWalker};
+    let o = CgroupBpfOffsets::resolve(profile)?;
+    let list = ListOffsets::resolve(profile)?;
+    let mode = mem.space().mode;
+    let beyond = |at: Va| LinuxError::Corrupt {
+        what: "cgroup",
+        at,
+        reason: "a field lies beyond the address space".into(),
+    };
+    let top = root.checked_add(o.root_cgrp).ok_or_else(|| beyond(root))?;
+    let mut out = Partial::default();
+    let mut stack = vec![(top, 0usize)];
+    // Every cgroup ever queued: a cgroup is visited once, and the queue is bounded by it.
+    let mut queued = std::collections::HashSet::from([top]);
+    let started = std::time::Instant::now();
+    let mut full = false;
+    let mut heads = vec![0u8; (o.progs.count * 8) as usize];
+    while let Some((cgroup, depth)) = stack.pop() {
+        if started.elapsed() >= MAX_CGROUP_WALK_TIME {
+            warn(
+                &mut out.warnings,
+                LinuxError::Corrupt {
+                    what: "cgroup tree",
+                    at: top,
+                    reason: format!(
+                    "walk stopped at its time bound ({MAX_CGROUP_WALK_TIME:?}) after {} cgroups",
+                    queued.len()
+                ),
+                },
+            );
+            break;
+        }
+        // The programs of each attach type.
+        let at = cgroup
+            .checked_add(o.progs.offset)
+            .ok_or_else(|| beyond(cgroup))?;
+        if let Err(e) = mem.read_exact(at, &mut heads) {
+            warn(&mut out.warnings, e.into());
+            continue;
+        }
+        for (attach, head) in heads.chunks_exact(8).enumerate() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(head);
+            let mut node = u64::from_le_bytes(w);
+            let mut n = 0;
+            while node != 0 {
+                if n >= MAX_PROGS_PER_ATTACH || !is_kernel_pointer(mode, Va::new(node)) {
+                    warn(
+                        &mut out.warnings,
+                        LinuxError::Corrupt {
+                            what: "cgroup bpf program list",
+                            at,
+                            reason: format!(
+                                "attach type {attach}: more than {MAX_PROGS_PER_ATTACH} programs, \
+                             or a node {node:#x} that is not a kernel pointer"
+                            ),
+                        },
+                    );
+                    break;
+                }
+                n += 1;
+                let Some(pl) = container_of(Va::new(node), o.pl_node) else {
+                    break;
+                };
+                match pl
+                    .checked_add(o.pl_prog.offset)
+                    .map(|a| mem.read_va(a))
+                    .transpose()
+                {
+                    Ok(Some(prog)) if prog.raw() != 0 => out.items.push(CgroupAttachment {
+                        cgroup,
+                        attach: attach as u64,
+                        prog,
+                    }),
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn(&mut out.warnings, e.into());
+                        break;
+                    }
+                }
+                match Va::new(node)
+                    .checked_add(o.node_next)
+                    .map(|a| mem.read_u64(a))
+                    .transpose()
+                {
+                    Ok(Some(next)) => node = next,
+                    _ => break,
+                }
+            }
+        }
+        // The children, pushed to visit in list order.
+        if depth >= MAX_CGROUP_NESTING {
+            warn(
+                &mut out.warnings,
+                LinuxError::Corrupt {
+                    what: "cgroup tree",
+                    at: cgroup,
+                    reason: format!("nested deeper than {MAX_CGROUP_NESTING} levels"),
+                },
+            );
+            continue;
+        }
+        let Some(head) = cgroup
+            .checked_add(o.cgroup_self)
+            .and_then(|css| css.checked_add(o.css_children))
+        else {
+            continue;
+        };
+        let mut walk = ListWalker::new(*mem, list, head, "cgroup children").with_limit(MAX_CGROUPS);
+        let mut children = Vec::new();
+        for entry in walk.by_ref() {
+            let Some(child) =
+                container_of(entry, o.css_sibling).and_then(|css| container_of(css, o.cgroup_self))
+            else {
+                continue;
+            };
+            if queued.len() >= MAX_CGROUPS {
+                if full {
+                    break;
+                }
+                full = true;
+                warn(
+                    &mut out.warnings,
+                    LinuxError::Unbounded {
+                        what: "cgroup tree",
+                        head: top,
+                        limit: MAX_CGROUPS,
+                    },
+                );
+                break;
+            }
+            if queued.insert(child) {
+                children.push((child, depth + 1));
+            } else {
+                warn(
+                    &mut out.warnings,
+                    LinuxError::Corrupt {
+                        what: "cgroup tree",
+                        at: child,
+                        reason: "a cgroup reached twice (a cycle)".into(),
+                    },
+                );
+                break;
+            }
+        }
+        if let Some(w) = walk.into_warning() {
+            warn(&mut out.warnings, w);
+        }
+        stack.extend(children.into_iter().rev());
+    }
+    Ok(out)
+}
+
+/// Most warnings the cgroup walk keeps (a hostile tree repeats one problem everywhere).
+const MAX_CGROUP_WARNINGS: usize = 64;
+
+fn warn(warnings: &mut Vec<LinuxError>, e: LinuxError) {
+    if warnings.len() < MAX_CGROUP_WARNINGS {
+        warnings.push(e);
+    }
+}

@@ -23,7 +23,12 @@ use vmi_core::Va;
 
 use super::{finding, Check, Context};
 use crate::btf::{Btf, Kind};
-use crate::comps::bpf::{idr_entries, BpfProg, BpfProgOffsets, PROG_IDR_SYMBOL};
+use crate::comps::bpf::{
+    cgroup_attachments, idr_entries, BpfLink, BpfLinkOffsets, BpfProg, BpfProgOffsets,
+    CGROUP_DFL_ROOT_SYMBOL, LINK_IDR_SYMBOL, PROG_IDR_SYMBOL,
+};
+use crate::comps::cgroup::{kernfs_path, CgroupLayout};
+use crate::comps::layout::Scalar;
 use crate::error::LinuxError;
 use crate::partial::Partial;
 
@@ -52,6 +57,8 @@ const TAMPERING_HELPERS: [(&str, i64); 4] = [
 struct EnumNames {
     prog_types: HashMap<u64, String>,
     attach_types: HashMap<u64, String>,
+    link_types: HashMap<u64, String>,
+    cgroup_attach_types: HashMap<u64, String>,
     helpers: HashMap<String, i64>,
 }
 
@@ -91,6 +98,8 @@ impl EnumNames {
         Ok(EnumNames {
             prog_types: values("bpf_prog_type", "BPF_PROG_TYPE_"),
             attach_types: values("bpf_attach_type", "BPF_"),
+            link_types: values("bpf_link_type", "BPF_LINK_TYPE_"),
+            cgroup_attach_types: values("cgroup_bpf_attach_type", ""),
             helpers: values("bpf_func_id", "BPF_FUNC_")
                 .into_iter()
                 .map(|(v, n)| (n, v as i64))
@@ -126,6 +135,111 @@ pub fn programs(
     Ok(out)
 }
 
+/// The links of `link_idr` (where programs are attached), with the problems met;
+/// `cgroup_kind` is `BPF_LINK_TYPE_CGROUP`.
+pub fn links(
+    session: &vmi_core::Session,
+    kernel: &crate::Kernel,
+    cgroup_kind: u64,
+) -> Result<Partial<BpfLink>, LinuxError> {
+    let profile = kernel.profile();
+    let idr = kernel.symbol(LINK_IDR_SYMBOL)?;
+    let mem = kernel.memory(session);
+    let walk = idr_entries(&mem, profile, idr)?;
+    let mut out = Partial {
+        items: Vec::new(),
+        warnings: walk.warnings,
+    };
+    if walk.items.is_empty() {
+        return Ok(out);
+    }
+    let offsets = BpfLinkOffsets::resolve(profile)?;
+    for &(_, at) in &walk.items {
+        match BpfLink::read(&mem, &offsets, at, cgroup_kind) {
+            Ok(l) => out.items.push(l),
+            Err(e) => out.warnings.push(e),
+        }
+    }
+    Ok(out)
+}
+
+/// `BPF_LINK_TYPE_CGROUP` where BTF does not say.
+const LINK_TYPE_CGROUP: u64 = 2;
+
+/// How each program is attached, by `struct bpf_prog` address: "cgroup PATH as TYPE" for
+/// programs on a cgroup of the default hierarchy (attached directly, as systemd does, or by a
+/// link: `cgroup.bpf.progs` holds both), "a TYPE link (N)" for the other links.
+fn attachments(
+    ctx: &Context<'_>,
+    names: &EnumNames,
+    warnings: &mut Vec<LinuxError>,
+) -> HashMap<Va, Vec<String>> {
+    let profile = ctx.kernel.profile();
+    let mut out: HashMap<Va, Vec<String>> = HashMap::new();
+    // Cgroups.
+    let layout = CgroupLayout::resolve(profile);
+    let kn = Scalar::resolve(profile, "cgroup", "kn");
+    let mut paths: HashMap<Va, String> = HashMap::new();
+    let mut path_of = |cgroup: Va| -> String {
+        paths
+            .entry(cgroup)
+            .or_insert_with(|| {
+                let path = match (&layout, &kn) {
+                    (Ok(layout), Ok(kn)) => cgroup
+                        .checked_add(kn.offset)
+                        .and_then(|a| ctx.mem.read_va(a).ok())
+                        .and_then(|node| kernfs_path(&ctx.mem, layout, node).ok()),
+                    _ => None,
+                };
+                path.unwrap_or_else(|| format!("at {cgroup}"))
+            })
+            .clone()
+    };
+    match ctx
+        .kernel
+        .symbol(CGROUP_DFL_ROOT_SYMBOL)
+        .and_then(|root| cgroup_attachments(&ctx.mem, profile, root))
+    {
+        Ok(found) => {
+            warnings.extend(found.warnings);
+            for a in found.items {
+                let how = names
+                    .cgroup_attach_types
+                    .get(&a.attach)
+                    .cloned()
+                    .unwrap_or_else(|| format!("attach type {}", a.attach));
+                out.entry(a.prog)
+                    .or_default()
+                    .push(format!("cgroup {} as {how}", path_of(a.cgroup)));
+            }
+        }
+        Err(e) => warnings.push(e),
+    }
+    // Links other than cgroup links (those are in the cgroups' lists).
+    let cgroup_kind = names
+        .link_types
+        .iter()
+        .find(|(_, n)| n.as_str() == "cgroup")
+        .map_or(LINK_TYPE_CGROUP, |(&v, _)| v);
+    match links(ctx.session, ctx.kernel, cgroup_kind) {
+        Ok(found) => {
+            warnings.extend(found.warnings);
+            for link in found.items.into_iter().filter(|l| l.kind != cgroup_kind) {
+                let kind = names
+                    .link_types
+                    .get(&link.kind)
+                    .cloned()
+                    .unwrap_or_else(|| format!("type {}", link.kind));
+                out.entry(link.prog)
+                    .or_default()
+                    .push(format!("a {kind} link ({})", link.id));
+            }
+        }
+        Err(e) => warnings.push(e),
+    }
+    out
+}
+
 /// Runs the check.
 pub fn check(ctx: &Context<'_>) -> Result<Partial<Finding>, LinuxError> {
     let found = programs(ctx.session, ctx.kernel)?;
@@ -150,6 +264,7 @@ pub fn check(ctx: &Context<'_>) -> Result<Partial<Finding>, LinuxError> {
             EnumNames::default()
         }
     };
+    let attached = attachments(ctx, &names, &mut out.warnings);
     let call_base = ctx.kernel.symbol("__bpf_call_base").ok();
     // The helpers' addresses, as a rewritten call's imm gives them.
     let tampering: Vec<(&str, i64, Option<u64>)> = TAMPERING_HELPERS
@@ -195,6 +310,10 @@ pub fn check(ctx: &Context<'_>) -> Result<Partial<Finding>, LinuxError> {
         if let Some(f) = &prog.attach_func_name {
             detail.push_str(&format!(", attached to {f}"));
         }
+        let links = attached.get(&prog.addr);
+        if let Some(links) = links {
+            detail.push_str(&format!(", attached to {}", links.join(", ")));
+        }
         if suspicious {
             detail.push_str(&format!(
                 "; a tracing program that calls {} (heuristic: helpers that write user memory \
@@ -235,6 +354,9 @@ pub fn check(ctx: &Context<'_>) -> Result<Partial<Finding>, LinuxError> {
         }
         if let Some(b) = prog.attach_btf_id {
             f.os.insert("attach_btf_id", Detail::Int(b));
+        }
+        if let Some(links) = links {
+            f.os.insert("attached_to", Detail::Text(links.join(", ")));
         }
         out.items.push(f);
     }
