@@ -386,6 +386,58 @@ fn an_inline_jmp_at_sys_kill_is_caught() {
     }
 }
 
+fn a_cgroup_tree_that_loops_is_walked_once() {
+    use vmi_os_linux::comps::bpf::{cgroup_attachments, CGROUP_DFL_ROOT_SYMBOL};
+    for b in bases() {
+        let mem = b.kernel.memory(&b.session);
+        let p = b.kernel.profile();
+        let root = b.sym(CGROUP_DFL_ROOT_SYMBOL);
+        let clean = cgroup_attachments(&mem, p, root).unwrap();
+        assert!(
+            clean.warnings.is_empty(),
+            "{}: {:?}",
+            b.guest.name,
+            clean.warnings
+        );
+        // The first child's children list leads back into the root's.
+        let top = root.checked_add(b.off("cgroup_root", "cgrp")).unwrap();
+        let children = b.off("cgroup", "self") + b.off("cgroup_subsys_state", "children");
+        let root_head = top.checked_add(children).unwrap();
+        let first = mem.read_u64(root_head).unwrap();
+        assert_ne!(
+            first,
+            root_head.raw(),
+            "{}: the root cgroup has no children",
+            b.guest.name
+        );
+        let child = first - b.off("cgroup_subsys_state", "sibling") - b.off("cgroup", "self");
+        let s =
+            b.patched(&Patches::default().u64_at(b, Va::new(child + children), root_head.raw()));
+        let started = Instant::now();
+        let looped = cgroup_attachments(&b.kernel.memory(&s), p, root).unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{}",
+            b.guest.name
+        );
+        // The child's own subtree is cut off by the patch: what is found is a subset.
+        assert!(
+            looped.items.iter().all(|a| clean.items.contains(a)),
+            "{}",
+            b.guest.name
+        );
+        assert!(
+            looped
+                .warnings
+                .iter()
+                .any(|w| w.to_string().contains("reached twice")),
+            "{}: {:?}",
+            b.guest.name,
+            looped.warnings
+        );
+    }
+}
+
 /// The dump's registers with every vCPU's IDTR base replaced.
 struct IdtrAt {
     inner: Arc<dyn VcpuRegisters>,
@@ -742,5 +794,6 @@ vmi_fixtures::real_guest_tests!(
     an_idtr_elsewhere_is_caught_and_the_direct_map_alias_is_not,
     ftrace_trampolines_are_told_apart_from_hooks,
     hostile_prog_idr_trees_are_bounded,
+    a_cgroup_tree_that_loops_is_walked_once,
     a_fake_kprobe_program_writing_user_memory_is_suspicious,
 );
