@@ -15,6 +15,12 @@
 //! still the helper id. Type and attach type names come from the kernel's BTF
 //! (`enum bpf_prog_type`, `enum bpf_attach_type`, `enum bpf_func_id`), read only when there
 //! are programs; without BTF the numbers are shown.
+//!
+//! Where a program is attached: `aux->attach_func_name` (tracing programs), the cgroups of the
+//! default hierarchy whose `cgroup.bpf.progs[]` lists hold it (cgroup programs, whether
+//! attached directly with `BPF_PROG_ATTACH`, as systemd 252 does on the fixture guests, or by
+//! a link), and the other `bpf_link`s of `link_idr` (their type only). Programs attached
+//! elsewhere without a link (XDP or tc on a device, socket filters) show no attachment.
 
 use std::collections::HashMap;
 
