@@ -320,60 +320,9 @@ impl Iterator for ListWalker<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::iter::test_support::{DirectMap, BASE};
     use vmi_core::memory::BufferMemory;
-    use vmi_core::{AddressSpace, Architecture, Pa, PageWalk, Translation, TranslationError};
-
-    /// Identity "paging" over the kernel half: VA `0xffff_8000_0000_0000 + x` is PA `x`.
-    struct DirectMap;
-
-    const BASE: u64 = 0xffff_8000_0000_0000;
-
-    impl Architecture for DirectMap {
-        fn name(&self) -> &'static str {
-            "direct"
-        }
-        fn translate(
-            &self,
-            _mem: &dyn vmi_core::PhysicalMemory,
-            _space: AddressSpace,
-            va: Va,
-        ) -> Result<Translation, TranslationError> {
-            match va.raw().checked_sub(BASE) {
-                Some(pa) => Ok(Translation {
-                    pa: Pa::new(pa),
-                    size: vmi_core::PageSize::Size4K,
-                    perms: vmi_core::Permissions::ALL,
-                }),
-                None => Err(TranslationError::NotPresent {
-                    va,
-                    level: vmi_core::PagingLevel(4),
-                    entry: 0,
-                }),
-            }
-        }
-        fn walk(
-            &self,
-            mem: &dyn vmi_core::PhysicalMemory,
-            space: AddressSpace,
-            va: Va,
-        ) -> PageWalk {
-            PageWalk {
-                va,
-                space,
-                steps: Vec::new(),
-                result: self.translate(mem, space, va),
-            }
-        }
-        fn for_each_mapping(
-            &self,
-            _mem: &dyn vmi_core::PhysicalMemory,
-            _space: AddressSpace,
-            _visit: &mut dyn FnMut(
-                Result<vmi_core::Mapping, TranslationError>,
-            ) -> std::ops::ControlFlow<()>,
-        ) {
-        }
-    }
+    use vmi_core::{AddressSpace, Pa};
 
     /// A list in a 4 KiB buffer: `next[i]` is the next pointer of the node at `0x100 * i`
     /// (node 0 is the head).

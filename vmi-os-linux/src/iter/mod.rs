@@ -4,4 +4,6 @@
 pub mod list;
 pub mod maple;
 pub mod rbtree;
+#[cfg(test)]
+mod test_support;
 pub mod xarray;

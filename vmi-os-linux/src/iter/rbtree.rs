@@ -219,61 +219,10 @@ impl Iterator for RbWalker<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::iter::test_support::{DirectMap, BASE};
     use vmi_core::memory::BufferMemory;
-    use vmi_core::{AddressSpace, Architecture, Pa, PageWalk, PagingMode, Translation};
-    use vmi_core::{TranslationError, VirtualMemory};
-
-    const BASE: u64 = 0xffff_8000_0000_0000;
-
-    /// VA `BASE + x` is PA `x`.
-    struct DirectMap;
-
-    impl Architecture for DirectMap {
-        fn name(&self) -> &'static str {
-            "direct"
-        }
-        fn translate(
-            &self,
-            _mem: &dyn vmi_core::PhysicalMemory,
-            _space: AddressSpace,
-            va: Va,
-        ) -> Result<Translation, TranslationError> {
-            match va.raw().checked_sub(BASE) {
-                Some(pa) => Ok(Translation {
-                    pa: Pa::new(pa),
-                    size: vmi_core::PageSize::Size4K,
-                    perms: vmi_core::Permissions::ALL,
-                }),
-                None => Err(TranslationError::NotPresent {
-                    va,
-                    level: vmi_core::PagingLevel(4),
-                    entry: 0,
-                }),
-            }
-        }
-        fn walk(
-            &self,
-            mem: &dyn vmi_core::PhysicalMemory,
-            space: AddressSpace,
-            va: Va,
-        ) -> PageWalk {
-            PageWalk {
-                va,
-                space,
-                steps: Vec::new(),
-                result: self.translate(mem, space, va),
-            }
-        }
-        fn for_each_mapping(
-            &self,
-            _mem: &dyn vmi_core::PhysicalMemory,
-            _space: AddressSpace,
-            _visit: &mut dyn FnMut(
-                Result<vmi_core::Mapping, TranslationError>,
-            ) -> std::ops::ControlFlow<()>,
-        ) {
-        }
-    }
+    use vmi_core::VirtualMemory;
+    use vmi_core::{AddressSpace, Pa, PagingMode};
 
     fn node(i: u64) -> u64 {
         BASE + 0x100 * i
