@@ -10,6 +10,8 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use vmi_core::event::WatchKind;
+
 use crate::error::QemuError;
 use crate::layout::GdbAddress;
 
@@ -211,7 +213,11 @@ impl Gdb {
 
     /// Receives one packet's payload (acks and stray bytes before `$` are skipped).
     fn recv(&mut self, doing: &str) -> Result<String, QemuError> {
-        let deadline = Instant::now() + TIMEOUT;
+        self.recv_by(doing, Instant::now() + TIMEOUT)
+    }
+
+    /// [`Gdb::recv`] with a deadline of the caller's.
+    fn recv_by(&mut self, doing: &str, deadline: Instant) -> Result<String, QemuError> {
         loop {
             if let Some(start) = self.buf.iter().position(|&b| b == b'$') {
                 if let Some(hash) = self.buf[start..].iter().position(|&b| b == b'#') {
@@ -288,18 +294,110 @@ impl Gdb {
 
     /// Stops the VM if the stub has it running, and waits for the stop reply.
     pub fn stop(&mut self) -> Result<(), QemuError> {
+        self.halt().map(drop)
+    }
+
+    /// Stops the VM if the stub has it running; returns the stop reply that ended the run
+    /// (the interrupt's own `T02`, or an event's that was on its way: QEMU ignores a `\x03`
+    /// that reaches it stopped, so exactly one reply comes). `None` if it was stopped.
+    pub fn halt(&mut self) -> Result<Option<StopReply>, QemuError> {
         if !self.running {
-            return Ok(());
+            return Ok(None);
         }
         self.send_raw(&[0x03], "interrupt")?;
         loop {
             let r = self.recv("interrupt")?;
-            if r.starts_with('T') || r.starts_with('S') {
-                break;
+            if let Some(stop) = StopReply::parse(&r) {
+                self.running = false;
+                return Ok(Some(stop));
             }
         }
-        self.running = false;
-        Ok(())
+    }
+
+    /// Waits until `deadline` for the stop reply of a running VM (letting it run first if it
+    /// is stopped). `None`: the deadline passed and it still runs.
+    pub fn wait_stop(&mut self, deadline: Instant) -> Result<Option<StopReply>, QemuError> {
+        self.cont()?;
+        loop {
+            match self.recv_by("waiting for a stop", deadline) {
+                Ok(r) => {
+                    if let Some(stop) = StopReply::parse(&r) {
+                        self.running = false;
+                        return Ok(Some(stop));
+                    }
+                }
+                Err(QemuError::Timeout { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Executes one instruction on vCPU `index` alone (`vCont;s:TID`: the others stay
+    /// stopped; a plain `s` would let them run) and returns its stop reply.
+    pub fn step(&mut self, index: usize) -> Result<StopReply, QemuError> {
+        let Some(thread) = self.threads.get(index).cloned() else {
+            return Err(QemuError::Gdb {
+                request: format!("step vCPU {index}"),
+                reply: format!("the stub lists {} vCPUs", self.threads.len()),
+            });
+        };
+        let request = format!("vCont;s:{thread}");
+        let mut out = Vec::new();
+        frame(&request, &mut out);
+        self.send_raw(&out, &request)?;
+        self.running = true;
+        loop {
+            let r = self.recv(&request)?;
+            if let Some(stop) = StopReply::parse(&r) {
+                self.running = false;
+                return Ok(stop);
+            }
+        }
+    }
+
+    /// The vCPU index of a stop reply's thread (vCPU 0 when it names none).
+    pub fn vcpu_of(&self, stop: &StopReply) -> Option<usize> {
+        match &stop.thread {
+            None => Some(0),
+            Some(t) => self.threads.iter().position(|x| thread_eq(x, t)),
+        }
+    }
+
+    /// Inserts (`Z`) or removes (`z`) a breakpoint or watchpoint of gdb type `kind` (0 soft
+    /// breakpoint, 1 hardware, 2 write, 3 read, 4 access watchpoint). The stub must be stopped.
+    pub fn point(&mut self, insert: bool, kind: u8, addr: u64, len: u64) -> Result<(), QemuError> {
+        let request = format!("{}{kind},{addr:x},{len:x}", if insert { 'Z' } else { 'z' });
+        match self.request(&request)?.as_str() {
+            "OK" => Ok(()),
+            "" => Err(QemuError::Gdb {
+                request,
+                reply: "not supported by this stub".into(),
+            }),
+            other => Err(QemuError::Gdb {
+                request,
+                reply: other.to_owned(),
+            }),
+        }
+    }
+
+    /// Sets register `number` (gdb numbering) of vCPU `index` (`Hg` + `P`). Stopped stub.
+    pub fn write_register(&mut self, index: usize, number: u32, value: u64) -> Result<(), QemuError> {
+        let Some(thread) = self.threads.get(index).cloned() else {
+            return Err(QemuError::Gdb {
+                request: format!("write a register of vCPU {index}"),
+                reply: format!("the stub lists {} vCPUs", self.threads.len()),
+            });
+        };
+        let hex: String = value.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let replies = self.pipeline(&[format!("Hg{thread}"), format!("P{number:x}={hex}")])?;
+        if replies.iter().all(|r| r == "OK") {
+            Ok(())
+        } else {
+            Err(QemuError::Gdb {
+                request: format!("P{number:x}"),
+                reply: replies.join(" / "),
+            })
+        }
     }
 
     /// Lets the VM run (`c`; no reply until the next stop).
@@ -346,5 +444,95 @@ impl Gdb {
             });
         }
         Ok(())
+    }
+}
+
+/// Whether two thread ids name the same thread (`p01.02` and `p1.2` are one; QEMU zero-pads).
+fn thread_eq(a: &str, b: &str) -> bool {
+    fn norm(t: &str) -> Vec<u64> {
+        t.trim_start_matches('p')
+            .split('.')
+            .map(|n| u64::from_str_radix(n, 16).unwrap_or(u64::MAX))
+            .collect()
+    }
+    a == b || norm(a) == norm(b)
+}
+
+/// A stop reply (`T05thread:p01.02;watch:4a82f0;`, `S05`, `T02thread:p01.01;`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopReply {
+    /// The signal: 5 (SIGTRAP) for breakpoints, steps and watchpoints, 2 for an interrupt.
+    pub signal: u8,
+    /// The thread (vCPU) it names.
+    pub thread: Option<String>,
+    /// A watchpoint's kind (`watch`, `rwatch`, `awatch`) and data address.
+    pub watch: Option<(WatchKind, u64)>,
+}
+
+impl StopReply {
+    /// Parses a stop reply; `None` for any other packet.
+    pub fn parse(reply: &str) -> Option<StopReply> {
+        let kind = reply.as_bytes().first()?;
+        if !matches!(kind, b'T' | b'S') {
+            return None;
+        }
+        let signal = u8::from_str_radix(reply.get(1..3)?, 16).ok()?;
+        let mut stop = StopReply {
+            signal,
+            thread: None,
+            watch: None,
+        };
+        if *kind == b'T' {
+            for pair in reply[3..].split(';').filter(|p| !p.is_empty()) {
+                let Some((key, value)) = pair.split_once(':') else {
+                    continue;
+                };
+                let watch = match key {
+                    "thread" => {
+                        stop.thread = Some(value.to_owned());
+                        continue;
+                    }
+                    "watch" => WatchKind::Write,
+                    "rwatch" => WatchKind::Read,
+                    "awatch" => WatchKind::Access,
+                    _ => continue,
+                };
+                if let Ok(addr) = u64::from_str_radix(value, 16) {
+                    stop.watch = Some((watch, addr));
+                }
+            }
+        }
+        Some(stop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_replies_as_qemu_sends_them() {
+        assert_eq!(
+            StopReply::parse("T05thread:p01.02;"),
+            Some(StopReply {
+                signal: 5,
+                thread: Some("p01.02".into()),
+                watch: None
+            })
+        );
+        assert_eq!(
+            StopReply::parse("T05thread:p01.01;watch:ffffffff8a82f0;").unwrap().watch,
+            Some((WatchKind::Write, 0xffff_ffff_8a82f0))
+        );
+        assert_eq!(
+            StopReply::parse("T05thread:01;awatch:10;").unwrap().watch,
+            Some((WatchKind::Access, 0x10))
+        );
+        assert_eq!(StopReply::parse("S02").unwrap().signal, 2);
+        for not_a_stop in ["OK", "E22", "", "T", "Tzz", "m0102"] {
+            assert_eq!(StopReply::parse(not_a_stop), None, "{not_a_stop}");
+        }
+        assert!(thread_eq("p01.02", "p1.2"));
+        assert!(!thread_eq("p01.02", "p01.01"));
     }
 }

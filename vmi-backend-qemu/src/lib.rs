@@ -78,18 +78,19 @@ pub mod qmp;
 pub mod registers;
 mod sys;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions as FsOpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
-use vmi_core::error::ControlError;
+use vmi_core::error::{ControlError, EventError};
+use vmi_core::event::{EventCapabilities, EventSource, Stop, StopReason, WatchKind};
 use vmi_core::registry::{BackendFactory, SpecMatch};
 use vmi_core::{
-    BoxError, OpenOptions, PhysicalMemory, PhysicalMemoryWrite, Target, VcpuError, VcpuRegisters,
-    VmControl, X86Registers,
+    BoxError, OpenOptions, PhysicalMemory, PhysicalMemoryWrite, Register, Target, Va, VcpuError,
+    VcpuRegisters, VcpuRegistersWrite, VmControl, X86Registers,
 };
 
 pub use error::QemuError;
@@ -221,10 +222,17 @@ impl Qemu {
         let writer = self
             .writable
             .then(|| self.memory.clone() as Arc<dyn PhysicalMemoryWrite>);
-        Target::builder(QEMU_BACKEND.name, format, self.memory.clone())
+        let mut builder = Target::builder(QEMU_BACKEND.name, format, self.memory.clone())
             .registers(self.control.clone())
             .control(self.control.clone())
-            .writer(writer)
+            .writer(writer);
+        if self.control.register_source() == "gdbstub" {
+            builder = builder.events(self.control.clone()).register_writer(
+                self.writable
+                    .then(|| self.control.clone() as Arc<dyn VcpuRegistersWrite>),
+            );
+        }
+        builder
             .details(self.details)
             .build()
     }
@@ -543,6 +551,11 @@ struct State {
     paused: Option<bool>,
     /// Registers of a guest paused by us (dropped on resume).
     cache: Option<Vec<X86Registers>>,
+    /// Breakpoints and watchpoints inserted through [`EventSource`]: (gdb type, address,
+    /// length), removed on release and on drop.
+    points: BTreeSet<(u8, u64, u64)>,
+    /// Whether the guest is stopped at an event (its registers may be cached until it runs).
+    event_stop: bool,
 }
 
 /// Registers, pause/resume and the QMP connection of a live QEMU.
@@ -596,6 +609,8 @@ impl QemuControl {
                 user_running: running,
                 paused: None,
                 cache: None,
+                points: BTreeSet::new(),
+                event_stop: false,
             }),
             vcpus,
             source,
@@ -649,7 +664,7 @@ impl QemuControl {
             }
             None => registers::from_hmp(&st.qmp.hmp("info registers -a")?),
         };
-        if st.paused.is_some() {
+        if st.paused.is_some() || st.event_stop {
             st.cache = Some(regs.clone());
         }
         Ok(regs)
@@ -713,6 +728,18 @@ impl QemuControl {
     /// Detaches from the gdbstub and puts back the run state the user left (idempotent).
     fn restore(&self) {
         let mut st = self.lock();
+        if let Some(gdb) = st.gdb.as_mut() {
+            // Detaching makes QEMU drop them too; removed first all the same, so that a
+            // failed detach leaves none behind.
+            if gdb.stop().is_ok() {
+                for (kind, addr, len) in std::mem::take(&mut st.points) {
+                    if let Some(gdb) = st.gdb.as_mut() {
+                        let _ = gdb.point(false, kind, addr, len);
+                    }
+                }
+            }
+        }
+        st.event_stop = false;
         let paused = st.paused.take();
         st.cache = None;
         let user_running = match (st.gdb.take(), paused) {
@@ -856,6 +883,224 @@ impl VmControl for QemuControl {
             target: self.target.clone(),
             source: Box::new(e),
         })
+    }
+}
+
+impl QemuControl {
+    fn event_error(&self, doing: impl Into<String>, e: QemuError) -> EventError {
+        match e {
+            QemuError::Interrupted { signal } => EventError::Interrupted { signal },
+            e => EventError::Backend {
+                target: self.target.clone(),
+                doing: doing.into(),
+                source: Box::new(e),
+            },
+        }
+    }
+
+    /// Runs `f` on the gdbstub, which events need.
+    fn with_gdb<R>(
+        &self,
+        doing: &str,
+        f: impl FnOnce(&mut Gdb, &mut BTreeSet<(u8, u64, u64)>) -> Result<R, QemuError>,
+    ) -> Result<R, EventError> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(gdb) = st.gdb.as_mut() else {
+            return Err(EventError::Unsupported {
+                spec: self.target.clone(),
+                what: "set breakpoints, watchpoints or single-step",
+                why: "QEMU's gdbstub is not available (see `vmi info`, details.gdbstub)".into(),
+            });
+        };
+        f(gdb, &mut st.points).map_err(|e| self.event_error(doing, e))
+    }
+
+    fn point(&self, insert: bool, kind: u8, va: Va, len: u64) -> Result<(), EventError> {
+        let doing = format!(
+            "{} a {} at {va} ({len} bytes)",
+            if insert { "inserting" } else { "removing" },
+            match kind {
+                0 => "breakpoint",
+                2 => "write watchpoint",
+                3 => "read watchpoint",
+                _ => "watchpoint",
+            }
+        );
+        if insert {
+            // From the first hook on, a signal only ends the wait: the loop unwinds, removes
+            // its hooks and resumes the guest before the signal is acted on.
+            sys::install_interrupt_handlers();
+        }
+        self.with_gdb(&doing, |gdb, points| {
+            gdb.stop()?;
+            gdb.point(insert, kind, va.raw(), len)?;
+            if insert {
+                points.insert((kind, va.raw(), len));
+            } else {
+                points.remove(&(kind, va.raw(), len));
+            }
+            Ok(())
+        })
+    }
+
+    fn to_stop(&self, gdb: &Gdb, reply: &gdb::StopReply) -> Result<Stop, QemuError> {
+        let vcpu = gdb.vcpu_of(reply).ok_or_else(|| QemuError::Gdb {
+            request: "a stop reply".into(),
+            reply: format!("names thread {:?}, not one of the vCPUs", reply.thread),
+        })?;
+        let reason = match (reply.signal, reply.watch) {
+            (_, Some((access, addr))) => StopReason::Watch {
+                addr: Va::new(addr),
+                access,
+            },
+            (5, None) => StopReason::Trap,
+            _ => StopReason::Interrupt,
+        };
+        Ok(Stop { vcpu, reason })
+    }
+
+    fn set_event_stop(&self, stopped: bool) {
+        let mut st = self.lock();
+        st.event_stop = stopped;
+        st.cache = None;
+    }
+}
+
+fn watch_type(kind: WatchKind) -> u8 {
+    match kind {
+        WatchKind::Write => 2,
+        WatchKind::Read => 3,
+        WatchKind::Access => 4,
+    }
+}
+
+/// Events through QEMU's gdbstub (see `EVENTS.md` beside this crate's sources for the
+/// protocol, the quirks handled and what changes under KVM).
+impl EventSource for QemuControl {
+    fn capabilities(&self) -> EventCapabilities {
+        let live = self.source == "gdbstub";
+        let mut caps = EventCapabilities::default();
+        caps.breakpoints = live;
+        caps.write_watchpoints = live;
+        caps.read_watchpoints = live;
+        caps.access_watchpoints = live;
+        caps.single_step = live;
+        caps
+    }
+
+    fn insert_breakpoint(&self, va: Va) -> Result<(), EventError> {
+        self.point(true, 0, va, 1)
+    }
+
+    fn remove_breakpoint(&self, va: Va) -> Result<(), EventError> {
+        self.point(false, 0, va, 1)
+    }
+
+    fn insert_watchpoint(&self, va: Va, len: u64, kind: WatchKind) -> Result<(), EventError> {
+        self.point(true, watch_type(kind), va, len)
+    }
+
+    fn remove_watchpoint(&self, va: Va, len: u64, kind: WatchKind) -> Result<(), EventError> {
+        self.point(false, watch_type(kind), va, len)
+    }
+
+    fn wait(&self, timeout: Duration) -> Result<Option<Stop>, EventError> {
+        self.set_event_stop(false);
+        let deadline = Instant::now() + timeout;
+        let stop = self.with_gdb("waiting for the guest to stop", |gdb, _| {
+            match gdb.wait_stop(deadline)? {
+                Some(reply) => self.to_stop(gdb, &reply).map(Some),
+                None => Ok(None),
+            }
+        })?;
+        if stop.is_some() {
+            self.set_event_stop(true);
+        }
+        Ok(stop)
+    }
+
+    fn step(&self, vcpu: usize) -> Result<Stop, EventError> {
+        self.set_event_stop(false);
+        let stop = self.with_gdb(&format!("single-stepping vCPU {vcpu}"), |gdb, _| {
+            gdb.stop()?;
+            let reply = gdb.step(vcpu)?;
+            self.to_stop(gdb, &reply)
+        })?;
+        self.set_event_stop(true);
+        Ok(stop)
+    }
+
+    fn halt(&self) -> Result<Option<Stop>, EventError> {
+        let stop = self.with_gdb("stopping the guest", |gdb, _| match gdb.halt()? {
+            Some(reply) => self.to_stop(gdb, &reply).map(Some),
+            None => Ok(None),
+        })?;
+        self.set_event_stop(true);
+        Ok(stop)
+    }
+
+    fn release(&self) -> Result<(), EventError> {
+        let result = self.with_gdb("removing breakpoints and watchpoints", |gdb, points| {
+            gdb.stop()?;
+            let mut first_error = None;
+            for (kind, addr, len) in std::mem::take(points) {
+                if let Err(e) = gdb.point(false, kind, addr, len) {
+                    first_error.get_or_insert(e);
+                }
+            }
+            first_error.map_or(Ok(()), Err)
+        });
+        let resumed = {
+            let mut st = self.lock();
+            st.event_stop = false;
+            st.cache = None;
+            // Paused by the user or by VmControl::pause: it stays so; else it runs again.
+            let run = st.paused.is_none() && st.user_running;
+            match st.gdb.as_mut() {
+                Some(gdb) if run => gdb.cont(),
+                _ => Ok(()),
+            }
+        };
+        let paused = self.lock().paused.is_some();
+        if !paused {
+            sys::restore_and_reraise();
+        }
+        result?;
+        resumed.map_err(|e| self.event_error("resuming the guest", e))
+    }
+}
+
+impl VcpuRegistersWrite for QemuControl {
+    fn set_register(&self, index: usize, register: Register, value: u64) -> Result<(), VcpuError> {
+        if index >= self.vcpus {
+            return Err(VcpuError::NoSuchVcpu {
+                index,
+                count: self.vcpus,
+            });
+        }
+        let number = Register::ALL
+            .iter()
+            .position(|r| *r == register)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0);
+        let mut st = self.lock();
+        st.cache = None;
+        let Some(gdb) = st.gdb.as_mut() else {
+            return Err(vcpu_err(
+                index,
+                QemuError::Gdb {
+                    request: "a register write".into(),
+                    reply: "QEMU's gdbstub is not available".into(),
+                },
+            ));
+        };
+        let was_running = gdb.is_running();
+        let r = gdb.stop().and_then(|()| gdb.write_register(index, number, value));
+        if was_running {
+            let _ = gdb.cont();
+        }
+        r.map_err(|e| vcpu_err(index, e))
     }
 }
 

@@ -323,3 +323,52 @@ impl OsError {
         OsError::Os(e.into())
     }
 }
+
+/// An event (breakpoint, watchpoint, single step, pause) could not be set up or waited for.
+/// `target` names the target as the backend knows it (`QEMU pid 4242 (qmp /run/vm.qmp)`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    /// The target has no event capability at all (a memory dump, a backend without one).
+    #[error("target `{spec}` cannot {what}: {why}")]
+    Unsupported {
+        /// The target spec.
+        spec: String,
+        /// What was asked ("set breakpoints", "report process switches").
+        what: &'static str,
+        /// Why not, in the backend's terms.
+        why: String,
+    },
+    /// The backend failed while doing something for an event.
+    #[error("{target}: {doing}: {source}")]
+    Backend {
+        /// The target.
+        target: String,
+        /// What was being done (`inserting a breakpoint at 0xffff...`).
+        doing: String,
+        /// What the backend reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A signal (SIGINT, SIGTERM, SIGHUP) arrived while waiting: the caller unwinds, every
+    /// breakpoint and watchpoint is removed and the guest resumed before the signal is acted on.
+    #[error("interrupted by signal {signal}")]
+    Interrupted {
+        /// The signal number.
+        signal: i32,
+    },
+    /// The guest stopped on a vCPU the target does not list.
+    #[error("the guest stopped on vCPU {vcpu}, which the target does not list ({count} vCPUs)")]
+    UnknownVcpu {
+        /// The vCPU the backend named.
+        vcpu: usize,
+        /// How many vCPUs the target has.
+        count: usize,
+    },
+    /// An event's handler could not read the stopped guest.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// Reading guest memory at an event failed.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+}

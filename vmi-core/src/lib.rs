@@ -6,6 +6,9 @@
 //!   missing trait object, never an `unimplemented!()`.
 //! - [`arch`]: the [`Architecture`] capability (paging modes, translation, walk reports,
 //!   mapping enumeration), implemented by `vmi-arch-x86`.
+//! - [`event`]: breakpoints, watchpoints, single-step and pauses of a live guest: the
+//!   [`EventSource`] capability backends implement and the [`Events`] loop (step-over,
+//!   CR3 filters, cleanup) built on it.
 //! - [`virt`]: reading virtual memory through an architecture.
 //! - [`cache`]: a page cache and a TLB, each a wrapper implementing the trait it wraps.
 //! - [`profile`]: symbols and types from Volatility 3 ISF and System.map.
@@ -33,6 +36,7 @@ pub mod addr;
 pub mod arch;
 pub mod cache;
 pub mod error;
+pub mod event;
 pub mod memory;
 pub mod os;
 pub mod profile;
@@ -48,13 +52,17 @@ pub use arch::{
     Translation, WalkStep,
 };
 pub use cache::{PageCache, Tlb};
-pub use error::{MemoryError, OsError, ProfileError, SessionError, TranslationError, VcpuError};
+pub use error::{EventError, MemoryError, OsError, ProfileError, SessionError, TranslationError, VcpuError};
 pub use memory::{MemoryRegion, PhysicalMemory, PhysicalMemoryExt, PhysicalMemoryWrite};
 pub use os::{Confidence, DetectOptions, Detection, OsInfo, OsProfile, Partial};
 pub use profile::Profile;
 pub use registry::{BoxError, OpenOptions};
 pub use session::{HintedModule, KernelHints, Session, Target, TargetBuilder};
-pub use vcpu::{RegisterSource, SegmentRegister, VcpuRegisters, VmControl, X86Registers};
+pub use event::{Event, EventKind, EventSource, Events, Filter, WatchKind};
+pub use vcpu::{
+    Register, RegisterSource, SegmentRegister, VcpuRegisters, VcpuRegistersWrite, VmControl,
+    X86Registers,
+};
 pub use virt::VirtualMemory;
 
 #[doc(hidden)]

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use crate::addr::Va;
 use crate::arch::{AddressSpace, Architecture, PageWalk, PagingMode, Translation};
 use crate::cache::{PageCache, Tlb};
-use crate::error::OsError;
+use crate::error::{EventError, OsError};
 use crate::error::{SessionError, TranslationError};
 use crate::memory::{PhysicalMemory, PhysicalMemoryWrite};
 use crate::os::{Confidence, DetectOptions, Detection, DetectionReport, OsProfile};
 use crate::registry::{self, OpenOptions, OsDetector, SpecMatch};
-use crate::vcpu::{VcpuRegisters, VmControl, X86Registers};
+use crate::event::EventSource;
+use crate::vcpu::{VcpuRegisters, VcpuRegistersWrite, VmControl, X86Registers};
 use crate::virt::VirtualMemory;
 
 /// TLB size: 2^14 entries covers 64 MiB of 4 KiB pages, more than an analysis touches.
@@ -47,6 +48,10 @@ pub struct Target {
     pub control: Option<Arc<dyn VmControl>>,
     /// Writes, when opened with `--write` on a backend that can write.
     pub writer: Option<Arc<dyn PhysicalMemoryWrite>>,
+    /// Breakpoints, watchpoints and single-step, for live targets that can give them.
+    pub events: Option<Arc<dyn EventSource>>,
+    /// Register writes, when opened with `--write` on a backend that can write them.
+    pub register_writer: Option<Arc<dyn VcpuRegistersWrite>>,
     /// Whether reads are expensive enough to put a page cache in front of them.
     pub slow_reads: bool,
     /// The guest kernel's VMCOREINFO note (Linux `KEY=VALUE` lines), when the target carries
@@ -110,6 +115,8 @@ impl Target {
             registers: None,
             control: None,
             writer: None,
+            events: None,
+            register_writer: None,
             slow_reads: false,
             vmcoreinfo: None,
             kernel_hints: KernelHints::default(),
@@ -144,6 +151,18 @@ impl TargetBuilder {
     /// Writes (only when the user asked for `--write`).
     pub fn writer(mut self, writer: Option<Arc<dyn PhysicalMemoryWrite>>) -> Self {
         self.0.writer = writer;
+        self
+    }
+
+    /// Breakpoints, watchpoints and single-step.
+    pub fn events(mut self, events: Arc<dyn EventSource>) -> Self {
+        self.0.events = Some(events);
+        self
+    }
+
+    /// Register writes (only when the user asked for `--write`).
+    pub fn register_writer(mut self, writer: Option<Arc<dyn VcpuRegistersWrite>>) -> Self {
+        self.0.register_writer = writer;
         self
     }
 
@@ -302,6 +321,28 @@ impl Session {
     /// Writes, if the target was opened for writing and can write.
     pub fn writer(&self) -> Option<&dyn PhysicalMemoryWrite> {
         self.target.writer.as_deref()
+    }
+
+    /// The target's event capability, or why it has none (see [`crate::event::Events`], the
+    /// loop built on it).
+    pub fn events(&self) -> Result<&dyn EventSource, EventError> {
+        self.target
+            .events
+            .as_deref()
+            .ok_or_else(|| EventError::Unsupported {
+                spec: self.spec.clone(),
+                what: "set breakpoints, watchpoints or single-step",
+                why: if self.target.control.is_some() {
+                    format!("the {} backend has no event capability", self.target.backend)
+                } else {
+                    "it is not a live guest".to_owned()
+                },
+            })
+    }
+
+    /// Register writes, if the target was opened for writing and can write registers.
+    pub fn register_writer(&self) -> Option<&dyn VcpuRegistersWrite> {
+        self.target.register_writer.as_deref()
     }
 
     /// Pause/resume, if the target is live.

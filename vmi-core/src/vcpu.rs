@@ -94,3 +94,83 @@ pub trait VmControl: Send + Sync {
     /// Resumes all vCPUs. Callers must drop caches (see [`crate::PhysicalMemory::invalidate`]).
     fn resume(&self) -> Result<(), ControlError>;
 }
+
+/// A register [`VcpuRegistersWrite`] can set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+#[allow(missing_docs)] // register names are their own documentation
+pub enum Register {
+    Rax,
+    Rbx,
+    Rcx,
+    Rdx,
+    Rsi,
+    Rdi,
+    Rbp,
+    Rsp,
+    R8,
+    R9,
+    R10,
+    R11,
+    R12,
+    R13,
+    R14,
+    R15,
+    Rip,
+    Rflags,
+}
+
+impl Register {
+    /// Every register, in the order of the x86-64 gdb register numbers (0..=17).
+    pub const ALL: [Register; 18] = [
+        Register::Rax,
+        Register::Rbx,
+        Register::Rcx,
+        Register::Rdx,
+        Register::Rsi,
+        Register::Rdi,
+        Register::Rbp,
+        Register::Rsp,
+        Register::R8,
+        Register::R9,
+        Register::R10,
+        Register::R11,
+        Register::R12,
+        Register::R13,
+        Register::R14,
+        Register::R15,
+        Register::Rip,
+        Register::Rflags,
+    ];
+
+    /// This register's value in `regs`.
+    pub fn get(self, regs: &X86Registers) -> u64 {
+        match self {
+            Register::Rax => regs.rax,
+            Register::Rbx => regs.rbx,
+            Register::Rcx => regs.rcx,
+            Register::Rdx => regs.rdx,
+            Register::Rsi => regs.rsi,
+            Register::Rdi => regs.rdi,
+            Register::Rbp => regs.rbp,
+            Register::Rsp => regs.rsp,
+            Register::R8 => regs.r8,
+            Register::R9 => regs.r9,
+            Register::R10 => regs.r10,
+            Register::R11 => regs.r11,
+            Register::R12 => regs.r12,
+            Register::R13 => regs.r13,
+            Register::R14 => regs.r14,
+            Register::R15 => regs.r15,
+            Register::Rip => regs.rip,
+            Register::Rflags => regs.rflags,
+        }
+    }
+}
+
+/// Writes vCPU registers of a stopped guest (only when the target was opened for writing).
+pub trait VcpuRegistersWrite: Send + Sync {
+    /// Sets `register` of vCPU `index` to `value`; the guest sees it when it runs again.
+    fn set_register(&self, index: usize, register: Register, value: u64) -> Result<(), VcpuError>;
+}

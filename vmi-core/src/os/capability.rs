@@ -10,6 +10,8 @@ use crate::session::Session;
 
 use super::model::{LogRecord, Module, Process, Region, Thread};
 use super::partial::Partial;
+use super::tracing::{TraceKind, TracePoint, TraceRecord};
+use crate::vcpu::X86Registers;
 use super::resources::{
     CachedFile, CachedFileExtract, Credentials, Finding, Mount, OpenFile, ProcessNamespaces, Socket,
 };
@@ -149,4 +151,28 @@ pub struct IsfExport {
     pub symbols: usize,
     /// User types in it.
     pub user_types: usize,
+}
+
+/// Tracing a live kernel (see [`crate::os::tracing`]).
+pub trait KernelTracing {
+    /// The function entries to break at for `kind`.
+    fn trace_points(&self, kind: &TraceKind) -> Result<Vec<TracePoint>, OsError>;
+
+    /// What a stop of vCPU `vcpu` (registers `regs`) at the entry of `point` means.
+    fn on_entry(
+        &self,
+        session: &Session,
+        point: &TracePoint,
+        vcpu: usize,
+        regs: &X86Registers,
+    ) -> Result<TraceRecord, OsError>;
+
+    /// Completes `record` at the return of `point` (registers `regs` there): its result.
+    fn on_return(
+        &self,
+        session: &Session,
+        point: &TracePoint,
+        record: &mut TraceRecord,
+        regs: &X86Registers,
+    ) -> Result<(), OsError>;
 }

@@ -11,6 +11,8 @@
 //! - [`resources`]: what a process holds and where it runs ([`OpenFile`], [`Socket`],
 //!   [`Mount`], [`ProcessNamespaces`], [`Credentials`]), kernel integrity [`Finding`]s and
 //!   [`CachedFile`]s of the page cache.
+//! - [`tracing`]: what the OS names for tracing a live kernel ([`TracePoint`]s) and what it
+//!   makes of a stop there ([`TraceRecord`]), through [`KernelTracing`].
 //! - [`partial`]: [`Partial`], items plus the warnings of a walk over hostile data.
 //! - [`Detection`], [`DetectOptions`]: what an OS detector says of a guest, so that every
 //!   detector is tried and the surest wins (see [`crate::Session::detect_os`]).
@@ -19,6 +21,7 @@ pub mod capability;
 pub mod model;
 pub mod partial;
 pub mod resources;
+pub mod tracing;
 
 use std::any::Any;
 use std::path::PathBuf;
@@ -26,7 +29,7 @@ use std::path::PathBuf;
 pub use capability::{
     IntegrityChecks, IsfExport, KernelLog, KernelModules, KernelSymbols, MemoryRegions, Mounts,
     Namespaces, OpenFiles, PageCache, ProcessArguments, ProcessCredentials, ProcessModules,
-    Processes, Sockets, SymbolTableExport, Threads,
+    KernelTracing, Processes, Sockets, SymbolTableExport, Threads,
 };
 pub use model::{
     process_tree, Detail, Details, LogRecord, Module, Process, Region, Thread, TreeNode,
@@ -36,6 +39,7 @@ pub use resources::{
     CachedFile, CachedFileExtract, CapabilitySets, Credentials, FileKind, Finding, Mount, OpenFile,
     ProcessNamespaces, Severity, Socket,
 };
+pub use tracing::{TraceKind, TracePoint, TraceRecord};
 
 use crate::profile::Profile;
 use crate::registry::BoxError;
@@ -141,6 +145,10 @@ pub trait OsProfile: Send + Sync {
     }
     /// Kernel integrity checks.
     fn integrity(&self) -> Option<&dyn IntegrityChecks> {
+        None
+    }
+    /// Tracing a live kernel.
+    fn tracing(&self) -> Option<&dyn KernelTracing> {
         None
     }
     /// The page cache.
