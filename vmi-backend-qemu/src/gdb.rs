@@ -381,14 +381,23 @@ impl Gdb {
     }
 
     /// Sets register `number` (gdb numbering) of vCPU `index` (`Hg` + `P`). Stopped stub.
-    pub fn write_register(&mut self, index: usize, number: u32, value: u64) -> Result<(), QemuError> {
+    pub fn write_register(
+        &mut self,
+        index: usize,
+        number: u32,
+        value: u64,
+    ) -> Result<(), QemuError> {
         let Some(thread) = self.threads.get(index).cloned() else {
             return Err(QemuError::Gdb {
                 request: format!("write a register of vCPU {index}"),
                 reply: format!("the stub lists {} vCPUs", self.threads.len()),
             });
         };
-        let hex: String = value.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = value
+            .to_le_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let replies = self.pipeline(&[format!("Hg{thread}"), format!("P{number:x}={hex}")])?;
         if replies.iter().all(|r| r == "OK") {
             Ok(())
@@ -521,7 +530,9 @@ mod tests {
             })
         );
         assert_eq!(
-            StopReply::parse("T05thread:p01.01;watch:ffffffff8a82f0;").unwrap().watch,
+            StopReply::parse("T05thread:p01.01;watch:ffffffff8a82f0;")
+                .unwrap()
+                .watch,
             Some((WatchKind::Write, 0xffff_ffff_8a82f0))
         );
         assert_eq!(

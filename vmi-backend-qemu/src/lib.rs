@@ -232,9 +232,7 @@ impl Qemu {
                     .then(|| self.control.clone() as Arc<dyn VcpuRegistersWrite>),
             );
         }
-        builder
-            .details(self.details)
-            .build()
+        builder.details(self.details).build()
     }
 }
 
@@ -1096,7 +1094,9 @@ impl VcpuRegistersWrite for QemuControl {
             ));
         };
         let was_running = gdb.is_running();
-        let r = gdb.stop().and_then(|()| gdb.write_register(index, number, value));
+        let r = gdb
+            .stop()
+            .and_then(|()| gdb.write_register(index, number, value));
         if was_running {
             let _ = gdb.cont();
         }

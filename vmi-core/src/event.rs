@@ -367,8 +367,9 @@ impl<'s> Events<'s> {
         self.stats
     }
 
-    /// Keeps, from now on, the time from each stop's report to the guest's next resume (the
-    /// library's and the handler's time per event, without the guest's own run time).
+    /// Keeps, from now on, the time from each stop's report to the guest's next resume: the
+    /// library's and the handler's time per event, without the guest's own run time (the
+    /// single step of a step-over runs the guest: the wait for its report is left out).
     pub fn record_timings(&mut self) {
         self.timings.get_or_insert_with(Vec::new);
     }
@@ -416,10 +417,7 @@ impl<'s> Events<'s> {
 
     fn break_inner(&mut self, va: Va, filter: Filter, once: bool) -> Result<HookId, EventError> {
         if !self.source.capabilities().breakpoints {
-            return Err(self.unsupported(
-                "set breakpoints",
-                "the backend has no execution events",
-            ));
+            return Err(self.unsupported("set breakpoints", "the backend has no execution events"));
         }
         if !self.breakpoints.contains_key(&va) {
             self.ensure_stopped()?;
@@ -536,10 +534,13 @@ impl<'s> Events<'s> {
 
     /// Before the guest runs: steps the vCPU stopped on a breakpoint over it, drops caches.
     fn prepare_run(&mut self) -> Result<(), EventError> {
+        let mut guest_time = Duration::ZERO;
         if let Some((vcpu, va)) = self.on_breakpoint.take() {
             if self.breakpoints.contains_key(&va) {
                 self.source.remove_breakpoint(va)?;
+                let t = Instant::now();
                 let stepped = self.source.step(vcpu);
+                guest_time = t.elapsed();
                 // Re-armed even if the step failed: a hook must not silently disappear.
                 let rearmed = self.source.insert_breakpoint(va);
                 let stop = stepped?;
@@ -553,7 +554,7 @@ impl<'s> Events<'s> {
         self.session.invalidate();
         if let (Some(t), Some(at)) = (self.timings.as_mut(), self.stopped_at.take()) {
             if t.len() < MAX_TIMINGS {
-                t.push(at.elapsed());
+                t.push(at.elapsed().saturating_sub(guest_time));
             }
         }
         Ok(())

@@ -8,10 +8,10 @@ use crate::arch::{AddressSpace, Architecture, PageWalk, PagingMode, Translation}
 use crate::cache::{PageCache, Tlb};
 use crate::error::{EventError, OsError};
 use crate::error::{SessionError, TranslationError};
+use crate::event::EventSource;
 use crate::memory::{PhysicalMemory, PhysicalMemoryWrite};
 use crate::os::{Confidence, DetectOptions, Detection, DetectionReport, OsProfile};
 use crate::registry::{self, OpenOptions, OsDetector, SpecMatch};
-use crate::event::EventSource;
 use crate::vcpu::{VcpuRegisters, VcpuRegistersWrite, VmControl, X86Registers};
 use crate::virt::VirtualMemory;
 
@@ -333,7 +333,10 @@ impl Session {
                 spec: self.spec.clone(),
                 what: "set breakpoints, watchpoints or single-step",
                 why: if self.target.control.is_some() {
-                    format!("the {} backend has no event capability", self.target.backend)
+                    format!(
+                        "the {} backend has no event capability",
+                        self.target.backend
+                    )
                 } else {
                     "it is not a live guest".to_owned()
                 },

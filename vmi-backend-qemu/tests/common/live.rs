@@ -28,6 +28,32 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// A `vmi-workload` started by [`LiveGuest::run_workload`].
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub pid: u32,
+    /// The address of its counter (in its address space).
+    pub counter: u64,
+    /// Its VMI-WORKLOAD line.
+    pub line: String,
+}
+
+impl Workload {
+    /// The value of `KEY=` in its line.
+    pub fn field(&self, key: &str) -> String {
+        self.line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("{key} in {}", self.line))
+            .to_owned()
+    }
+
+    /// An address field (`counter=0x...`).
+    pub fn address(&self, key: &str) -> u64 {
+        u64::from_str_radix(self.field(key).trim_start_matches("0x"), 16).unwrap()
+    }
+}
+
 /// One process of the truth `tasks` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {
@@ -179,6 +205,39 @@ impl LiveGuest {
             })
             .expect("the spawned vmi-target printed nothing");
         parse_target_line(&line).expect("VMI-TARGET line")
+    }
+
+    /// Starts `/bin/vmi-workload ARGS` in the guest (scripts/guest/vmi-workload.c) and
+    /// returns what its VMI-WORKLOAD line says.
+    pub fn run_workload(&self, args: &str) -> Workload {
+        let mode = args.split_whitespace().next().unwrap_or("");
+        let before = self.serial_text().matches("VMI-WORKLOAD ").count();
+        let mut s = UnixStream::connect(&self.input).expect("guest input socket");
+        s.write_all(format!("run {args}\n").as_bytes()).unwrap();
+        let line = self
+            .wait_serial(Duration::from_secs(30), |t| {
+                t.lines()
+                    .filter(|l| l.starts_with("VMI-WORKLOAD "))
+                    .nth(before)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| panic!("vmi-workload {args} printed nothing"));
+        let w = Workload {
+            pid: 0,
+            counter: 0,
+            line,
+        };
+        assert_eq!(w.field("mode"), mode, "{}", w.line);
+        Workload {
+            pid: w.field("pid").parse().unwrap(),
+            counter: w.address("counter"),
+            ..w
+        }
+    }
+
+    /// The workload binary the guest runs (for its disassembly).
+    pub fn workload_binary(&self) -> PathBuf {
+        self.dir.join("vmi-workload")
     }
 
     /// Polls the console until `f` finds something.

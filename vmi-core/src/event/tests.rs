@@ -257,7 +257,12 @@ fn each_pass_over_a_breakpoint_is_one_event_on_every_vcpu() {
     let mut last: [Option<u64>; 2] = [None, None];
     for _ in 0..200 {
         let e = events.next(SECOND).unwrap().expect("an event");
-        assert_eq!(e.kind, EventKind::Breakpoint { addr: Va::new(0x20) });
+        assert_eq!(
+            e.kind,
+            EventKind::Breakpoint {
+                addr: Va::new(0x20)
+            }
+        );
         assert_eq!(e.registers.rip, 0x20);
         // Exactly one loop of its program since its last event: nothing missed, nothing twice.
         if let Some(prev) = last[e.vcpu] {
@@ -326,7 +331,11 @@ fn watchpoints_fire_once_per_write_and_only_for_their_kind() {
         }
         last = Some(e.registers.rax);
     }
-    assert_eq!(events.stats().step_overs, 0, "a watchpoint needs no step-over");
+    assert_eq!(
+        events.stats().step_overs,
+        0,
+        "a watchpoint needs no step-over"
+    );
     events.remove(writes).unwrap();
     events.remove(reads).unwrap();
     assert!(sim.m().watchpoints.is_empty());

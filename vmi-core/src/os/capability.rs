@@ -10,11 +10,11 @@ use crate::session::Session;
 
 use super::model::{LogRecord, Module, Process, Region, Thread};
 use super::partial::Partial;
-use super::tracing::{TraceKind, TracePoint, TraceRecord};
-use crate::vcpu::X86Registers;
 use super::resources::{
     CachedFile, CachedFileExtract, Credentials, Finding, Mount, OpenFile, ProcessNamespaces, Socket,
 };
+use super::tracing::{TraceKind, TracePoint, TraceRecord};
+use crate::vcpu::X86Registers;
 
 /// The process list.
 pub trait Processes {
