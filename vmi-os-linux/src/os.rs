@@ -24,6 +24,8 @@ pub struct LinuxOs {
     kernel: Kernel,
     from_cache: bool,
     details: BTreeMap<String, String>,
+    /// What tracing resolved once (layouts, the system call table).
+    tracer: crate::analysis::trace::Tracer,
 }
 
 impl LinuxOs {
@@ -33,6 +35,7 @@ impl LinuxOs {
             kernel,
             from_cache,
             details: BTreeMap::new(),
+            tracer: Default::default(),
         }
     }
 
@@ -56,6 +59,11 @@ impl LinuxOs {
     /// used; an analysis needing more must rediscover: see [`LinuxError::is_missing_profile_item`]).
     pub fn from_cache(&self) -> bool {
         self.from_cache
+    }
+
+    /// What tracing resolved once (see [`crate::analysis::trace`]).
+    pub(crate) fn tracer(&self) -> &crate::analysis::trace::Tracer {
+        &self.tracer
     }
 
     /// Saves what this run's analyses used to the profile cache.
@@ -151,6 +159,10 @@ impl OsProfile for LinuxOs {
     }
 
     fn page_cache(&self) -> Option<&dyn os::PageCache> {
+        Some(self)
+    }
+
+    fn tracing(&self) -> Option<&dyn os::KernelTracing> {
         Some(self)
     }
 

@@ -12,3 +12,4 @@ pub mod page_cache;
 pub mod process_memory;
 pub mod ps;
 pub mod sockets;
+pub mod trace;
