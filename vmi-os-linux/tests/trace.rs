@@ -3,7 +3,10 @@
 //! truth; every trace kind resolves; and synthetic stops decode real guest data: an exec whose
 //! `pt_regs` (patched into a page of the dump) points at a known process's own argv on its
 //! user stack gives its `truth/cmdline`, and the open, system call and fork stops give what
-//! was put in their registers, with numbers and names from the guest's `sys_call_table`.
+//! was put in their registers, with numbers and names from the guest's `sys_call_table`. The
+//! stops decode the same with only what tracing looked up (what the profile cache keeps), and a
+//! cache from before tracing says that it is incomplete. The current task of a vCPU is also
+//! the scheduler's `runqueues.curr` of that CPU.
 //!
 //! A dump cannot show a real breakpoint stop: that the functions are entered with these
 //! registers, and the results at their returns, is the live end-to-end test's.
@@ -67,6 +70,18 @@ fn current_task_is_a_truth_task() {
             } else {
                 assert_eq!(found.base_source, PerCpuBaseSource::GsBase, "{}", g.name);
             }
+            // The scheduler's own record of what this CPU runs: `runqueues.curr`, another
+            // per-CPU variable than the one the tracer reads.
+            let rq = kernel.symbol("runqueues").unwrap().raw();
+            let curr = kernel.profile().field_offset("rq", "curr").unwrap();
+            let rq_curr = kmem
+                .read_va(found.per_cpu_base.checked_add(rq + curr).unwrap())
+                .unwrap();
+            assert_eq!(
+                rq_curr, found.task,
+                "{}: vCPU {vcpu}: runqueues.curr",
+                g.name
+            );
             let (tgid, tid) = (
                 tasks.tgid(found.task).unwrap(),
                 tasks.pid(found.task).unwrap(),
@@ -332,157 +347,199 @@ fn synthetic_stops_decode_guest_data() {
             &[("di", (-100i64) as u64), ("si", filename), ("dx", argv)],
         );
         let patched = patched_session(&g, &kernel, &[(frame_at, frame), (at_frame_at, at_frame)]);
-        let os = LinuxOs::new(kernel.clone(), false);
-        let t = tracing(&os);
+        // Twice: with the full profile (recording what tracing looks up), then with only
+        // what it looked up, as the profile cache would keep it.
+        let mut recording = kernel.clone();
+        recording.record_accesses();
+        let mut os = LinuxOs::new(recording, false);
+        for cached in [false, true] {
+            if cached {
+                let subset = os.kernel().profile().accessed_subset().unwrap();
+                let k = Kernel::new(
+                    subset,
+                    kernel.virtual_slide(),
+                    kernel.space(),
+                    kernel.banner().to_owned(),
+                );
+                os = LinuxOs::new(k, true);
+            }
+            let t = tracing(&os);
 
-        // The stop: vCPU 0, whatever it runs, but in this process's address space.
-        let vcpu = 0;
-        let real = patched.registers(vcpu).unwrap();
-        let current = PerCpuCurrent::resolve(&kernel)
-            .unwrap()
-            .current_task(&kmem, vcpu, &real)
-            .unwrap()
-            .task;
-        let layout = TaskLayout::resolve(kernel.profile()).unwrap();
-        let tasks = TaskReader::new(kmem, &layout);
-        let expect_who = |r: &TraceRecord| {
-            assert_eq!(r.vcpu, vcpu);
-            assert_eq!(r.pid, tasks.tgid(current).unwrap(), "{}", g.name);
-            assert_eq!(r.tid, tasks.pid(current).unwrap(), "{}", g.name);
-            assert_eq!(r.name, tasks.comm(current).unwrap(), "{}", g.name);
-        };
-        let stop = |rdi: u64, rsi: u64, rdx: u64| X86Registers {
-            cr3: space.root.raw() | (real.cr3 & 0xfff),
-            rdi,
-            rsi,
-            rdx,
-            ..real.clone()
-        };
-
-        // exec.
-        let exec = t.trace_points(&TraceKind::Exec).unwrap();
-        let mut r = t
-            .on_entry(
-                &patched,
-                &point(&exec, "__x64_sys_execve"),
-                vcpu,
-                &stop(frame_at.raw(), 0, 0),
-            )
-            .unwrap_or_else(|e| panic!("{}: execve: {e}", g.name));
-        expect_who(&r);
-        assert_eq!(r.event, "exec");
-        assert_eq!(
-            r.filename.as_deref(),
-            Some(truth_args[0].as_str()),
-            "{}",
-            g.name
-        );
-        assert_eq!(r.argv.as_ref(), Some(&truth_args), "{}", g.name);
-        assert_eq!(r.ppid, Some(tasks.ppid(current).unwrap()));
-        let ret = X86Registers {
-            rax: 0,
-            ..real.clone()
-        };
-        t.on_return(&patched, &point(&exec, "__x64_sys_execve"), &mut r, &ret)
-            .unwrap();
-        assert_eq!(r.result, Some(0));
-        let r = t
-            .on_entry(
-                &patched,
-                &point(&exec, "__x64_sys_execveat"),
-                vcpu,
-                &stop(at_frame_at.raw(), 0, 0),
-            )
-            .unwrap();
-        assert_eq!(
-            r.filename.as_deref(),
-            Some(truth_args[0].as_str()),
-            "{}",
-            g.name
-        );
-        assert_eq!(r.argv.as_ref(), Some(&truth_args), "{}", g.name);
-
-        // fork: rdi is the new task (here the known process's).
-        let r = t
-            .on_entry(
-                &patched,
-                &point(&exec, "wake_up_new_task"),
-                vcpu,
-                &stop(process.task.raw(), 0, 0),
-            )
-            .unwrap();
-        assert_eq!((r.event, r.pid, r.tid), ("fork", pid, pid), "{}", g.name);
-        assert_eq!(r.name, process.name);
-        assert_eq!(r.ppid, Some(process.ppid));
-
-        // open: path in rsi (a user string), how in rdx.
-        let open = t.trace_points(&TraceKind::Open).unwrap();
-        let mut r = t
-            .on_entry(
-                &patched,
-                &open[0],
-                vcpu,
-                &stop((-100i64) as u64, filename, how_at.raw()),
-            )
-            .unwrap();
-        expect_who(&r);
-        assert_eq!(
-            r.path.as_deref(),
-            Some(truth_args[0].as_str()),
-            "{}",
-            g.name
-        );
-        assert_eq!(r.flags, Some(o_flags), "{}", g.name);
-        t.on_return(
-            &patched,
-            &open[0],
-            &mut r,
-            &X86Registers {
-                rax: (-13i64) as u64,
+            // The stop: vCPU 0, whatever it runs, but in this process's address space.
+            let vcpu = 0;
+            let real = patched.registers(vcpu).unwrap();
+            let current = PerCpuCurrent::resolve(&kernel)
+                .unwrap()
+                .current_task(&kmem, vcpu, &real)
+                .unwrap()
+                .task;
+            let layout = TaskLayout::resolve(kernel.profile()).unwrap();
+            let tasks = TaskReader::new(kmem, &layout);
+            let expect_who = |r: &TraceRecord| {
+                assert_eq!(r.vcpu, vcpu);
+                assert_eq!(r.pid, tasks.tgid(current).unwrap(), "{}", g.name);
+                assert_eq!(r.tid, tasks.pid(current).unwrap(), "{}", g.name);
+                assert_eq!(r.name, tasks.comm(current).unwrap(), "{}", g.name);
+            };
+            let stop = |rdi: u64, rsi: u64, rdx: u64| X86Registers {
+                cr3: space.root.raw() | (real.cr3 & 0xfff),
+                rdi,
+                rsi,
+                rdx,
                 ..real.clone()
-            },
-        )
-        .unwrap();
-        assert_eq!(r.result, Some(-13));
+            };
 
-        // System calls by name: numbers from sys_call_table.
-        let names: Vec<String> = NR.iter().map(|(n, _)| n.to_string()).collect();
-        let named = t
-            .trace_points(&TraceKind::Syscalls {
-                names: names.clone(),
-            })
-            .unwrap();
-        for (p, (name, nr)) in named.iter().zip(NR) {
+            // exec.
+            let exec = t.trace_points(&TraceKind::Exec).unwrap();
+            let mut r = t
+                .on_entry(
+                    &patched,
+                    &point(&exec, "__x64_sys_execve"),
+                    vcpu,
+                    &stop(frame_at.raw(), 0, 0),
+                )
+                .unwrap_or_else(|e| panic!("{}: execve: {e}", g.name));
+            expect_who(&r);
+            assert_eq!(r.event, "exec");
+            assert_eq!(
+                r.filename.as_deref(),
+                Some(truth_args[0].as_str()),
+                "{}",
+                g.name
+            );
+            assert_eq!(r.argv.as_ref(), Some(&truth_args), "{}", g.name);
+            assert_eq!(r.ppid, Some(tasks.ppid(current).unwrap()));
+            let ret = X86Registers {
+                rax: 0,
+                ..real.clone()
+            };
+            t.on_return(&patched, &point(&exec, "__x64_sys_execve"), &mut r, &ret)
+                .unwrap();
+            assert_eq!(r.result, Some(0));
             let r = t
-                .on_entry(&patched, p, vcpu, &stop(frame_at.raw(), 0, 0))
+                .on_entry(
+                    &patched,
+                    &point(&exec, "__x64_sys_execveat"),
+                    vcpu,
+                    &stop(at_frame_at.raw(), 0, 0),
+                )
+                .unwrap();
+            assert_eq!(
+                r.filename.as_deref(),
+                Some(truth_args[0].as_str()),
+                "{}",
+                g.name
+            );
+            assert_eq!(r.argv.as_ref(), Some(&truth_args), "{}", g.name);
+
+            // fork: rdi is the new task (here the known process's).
+            let r = t
+                .on_entry(
+                    &patched,
+                    &point(&exec, "wake_up_new_task"),
+                    vcpu,
+                    &stop(process.task.raw(), 0, 0),
+                )
+                .unwrap();
+            assert_eq!((r.event, r.pid, r.tid), ("fork", pid, pid), "{}", g.name);
+            assert_eq!(r.name, process.name);
+            assert_eq!(r.ppid, Some(process.ppid));
+
+            // open: path in rsi (a user string), how in rdx.
+            let open = t.trace_points(&TraceKind::Open).unwrap();
+            let mut r = t
+                .on_entry(
+                    &patched,
+                    &open[0],
+                    vcpu,
+                    &stop((-100i64) as u64, filename, how_at.raw()),
+                )
                 .unwrap();
             expect_who(&r);
-            assert_eq!(r.syscall.as_deref(), Some(name), "{}", g.name);
-            assert_eq!(r.nr, Some(nr), "{}: {name}", g.name);
-            assert_eq!(r.args.as_deref(), Some(&args[..]), "{}", g.name);
-        }
-
-        // Every system call: do_syscall_64(regs, nr); the result from regs->ax at the return.
-        let all = t
-            .trace_points(&TraceKind::Syscalls { names: vec![] })
+            assert_eq!(
+                r.path.as_deref(),
+                Some(truth_args[0].as_str()),
+                "{}",
+                g.name
+            );
+            assert_eq!(r.flags, Some(o_flags), "{}", g.name);
+            t.on_return(
+                &patched,
+                &open[0],
+                &mut r,
+                &X86Registers {
+                    rax: (-13i64) as u64,
+                    ..real.clone()
+                },
+            )
             .unwrap();
-        for (name, nr) in NR {
-            let mut r = t
-                .on_entry(&patched, &all[0], vcpu, &stop(frame_at.raw(), nr, 0))
+            assert_eq!(r.result, Some(-13));
+
+            // System calls by name: numbers from sys_call_table.
+            let names: Vec<String> = NR.iter().map(|(n, _)| n.to_string()).collect();
+            let named = t
+                .trace_points(&TraceKind::Syscalls {
+                    names: names.clone(),
+                })
                 .unwrap();
-            assert_eq!(r.syscall.as_deref(), Some(name), "{}: nr {nr}", g.name);
-            assert_eq!(r.nr, Some(nr));
-            assert_eq!(r.args.as_deref(), Some(&args[..]));
-            assert_eq!(r.context, frame_at.raw());
-            t.on_return(&patched, &all[0], &mut r, &real).unwrap();
-            assert_eq!(r.result, Some(-2), "{}", g.name);
-        }
-        // A number past the table: no name, no panic.
-        let r = t
-            .on_entry(&patched, &all[0], vcpu, &stop(frame_at.raw(), 5000, 0))
-            .unwrap();
-        assert_eq!((r.syscall, r.nr), (None, Some(5000)));
+            for (p, (name, nr)) in named.iter().zip(NR) {
+                let r = t
+                    .on_entry(&patched, p, vcpu, &stop(frame_at.raw(), 0, 0))
+                    .unwrap();
+                expect_who(&r);
+                assert_eq!(r.syscall.as_deref(), Some(name), "{}", g.name);
+                assert_eq!(r.nr, Some(nr), "{}: {name}", g.name);
+                assert_eq!(r.args.as_deref(), Some(&args[..]), "{}", g.name);
+            }
 
+            // Every system call: do_syscall_64(regs, nr); the result from regs->ax at the return.
+            let all = t
+                .trace_points(&TraceKind::Syscalls { names: vec![] })
+                .unwrap();
+            for (name, nr) in NR {
+                let mut r = t
+                    .on_entry(&patched, &all[0], vcpu, &stop(frame_at.raw(), nr, 0))
+                    .unwrap();
+                assert_eq!(r.syscall.as_deref(), Some(name), "{}: nr {nr}", g.name);
+                assert_eq!(r.nr, Some(nr));
+                assert_eq!(r.args.as_deref(), Some(&args[..]));
+                assert_eq!(r.context, frame_at.raw());
+                t.on_return(&patched, &all[0], &mut r, &real).unwrap();
+                assert_eq!(r.result, Some(-2), "{}", g.name);
+            }
+            // A number past the table: no name, no panic.
+            let r = t
+                .on_entry(&patched, &all[0], vcpu, &stop(frame_at.raw(), 5000, 0))
+                .unwrap();
+            assert_eq!((r.syscall, r.nr), (None, Some(5000)));
+        }
+        // A cached profile from before any tracing lacks what tracing needs: it says so (the
+        // CLI then rediscovers) instead of calling a kind or a system call unknown.
+        let mut before = kernel.clone();
+        before.record_accesses();
+        before.symbol("init_task").unwrap();
+        let stale = LinuxOs::new(
+            Kernel::new(
+                before.profile().accessed_subset().unwrap(),
+                kernel.virtual_slide(),
+                kernel.space(),
+                kernel.banner().to_owned(),
+            ),
+            true,
+        );
+        for kind in [
+            TraceKind::Exec,
+            TraceKind::Syscalls {
+                names: vec!["getppid".into()],
+            },
+        ] {
+            let err = tracing(&stale).trace_points(&kind).unwrap_err();
+            assert!(
+                matches!(err, OsError::IncompleteProfile(_)),
+                "{}: {kind:?}: {err}",
+                g.name
+            );
+        }
         eprintln!(
             "{}: pid {pid}: execve/execveat argv {:?}, fork, open, {} named and numbered syscalls decode",
             g.name,

@@ -591,3 +591,166 @@ impl KernelTracing for LinuxOs {
             .map_err(|e| self.neutral_trace(e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmi_core::memory::BufferMemory;
+    use vmi_core::{AddressSpace, Architecture, Pa, PageWalk, Translation, TranslationError};
+
+    /// Identity "paging" over the first `LEN` bytes of user space: VA `x` is PA `x`.
+    struct UserIdentity;
+
+    const LEN: u64 = 1 << 20;
+
+    impl Architecture for UserIdentity {
+        fn name(&self) -> &'static str {
+            "user-identity"
+        }
+        fn translate(
+            &self,
+            _mem: &dyn vmi_core::PhysicalMemory,
+            _space: AddressSpace,
+            va: Va,
+        ) -> Result<Translation, TranslationError> {
+            if va.raw() < LEN {
+                Ok(Translation {
+                    pa: Pa::new(va.raw()),
+                    size: vmi_core::PageSize::Size4K,
+                    perms: vmi_core::Permissions::ALL,
+                })
+            } else {
+                Err(TranslationError::NotPresent {
+                    va,
+                    level: vmi_core::PagingLevel(4),
+                    entry: 0,
+                })
+            }
+        }
+        fn walk(
+            &self,
+            mem: &dyn vmi_core::PhysicalMemory,
+            space: AddressSpace,
+            va: Va,
+        ) -> PageWalk {
+            PageWalk {
+                va,
+                space,
+                steps: Vec::new(),
+                result: self.translate(mem, space, va),
+            }
+        }
+        fn for_each_mapping(
+            &self,
+            _mem: &dyn vmi_core::PhysicalMemory,
+            _space: AddressSpace,
+            _visit: &mut dyn FnMut(
+                Result<vmi_core::Mapping, TranslationError>,
+            ) -> std::ops::ControlFlow<()>,
+        ) {
+        }
+    }
+
+    fn with_memory(bytes: Vec<u8>, f: impl FnOnce(&VirtualMemory<'_>)) {
+        let mem = BufferMemory::new(Pa::new(0), bytes);
+        let space = AddressSpace {
+            root: Pa::new(0),
+            mode: PagingMode::Ia32e4,
+        };
+        f(&VirtualMemory::new(&mem, &UserIdentity, space));
+    }
+
+    fn put_u64(buf: &mut [u8], at: usize, v: u64) {
+        buf[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    #[test]
+    fn a_normal_argv_ends_at_its_null() {
+        let mut m = vec![0u8; LEN as usize];
+        m[0x2000..0x2004].copy_from_slice(b"/bin");
+        m[0x2100..0x2102].copy_from_slice(b"-l");
+        put_u64(&mut m, 0x1000, 0x2000);
+        put_u64(&mut m, 0x1008, 0x2100);
+        put_u64(&mut m, 0x1010, 0x2200); // an empty argument
+        with_memory(m, |mem| {
+            assert_eq!(user_argv(mem, 0x1000), ["/bin", "-l", ""]);
+            assert_eq!(user_string(mem, 0x2000), "/bin");
+            // NULL argv: no arguments, as the kernel takes it.
+            assert!(user_argv(mem, 0).is_empty());
+        });
+    }
+
+    #[test]
+    fn a_cyclic_argv_stops_at_the_bound() {
+        // Every slot points at the array itself: no NULL ever comes.
+        let mut m = vec![0u8; LEN as usize];
+        for i in 0..(LEN as usize / 8) {
+            put_u64(&mut m, i * 8, 0x1000);
+        }
+        with_memory(m, |mem| {
+            let argv = user_argv(mem, 0x1000);
+            assert_eq!(argv.len(), MAX_ARGV + 1);
+            assert_eq!(argv.last().map(String::as_str), Some(TRUNCATED));
+            // Each "string" is the bytes of 0x1000: `\0\x10...`, empty at once.
+            assert!(argv[..MAX_ARGV].iter().all(String::is_empty));
+        });
+    }
+
+    #[test]
+    fn huge_strings_are_capped() {
+        // 64+ pointers at one 512 KiB string without a NUL.
+        let mut m = vec![b'A'; LEN as usize];
+        for i in 0..200 {
+            put_u64(&mut m, 0x1000 + i * 8, 0x8_0000);
+        }
+        with_memory(m, |mem| {
+            let argv = user_argv(mem, 0x1000);
+            assert_eq!(argv.len(), MAX_ARGV + 1);
+            assert!(argv[..MAX_ARGV].iter().all(|a| a.len() == MAX_STRING));
+            assert_eq!(user_string(mem, 0x8_0000).len(), MAX_STRING);
+        });
+    }
+
+    #[test]
+    fn an_argv_running_into_unmapped_memory_is_marked() {
+        // The array's last mapped slot is not NULL; the next is not mapped.
+        let mut m = vec![0u8; LEN as usize];
+        let last = LEN as usize - 8;
+        put_u64(&mut m, last, 0x3000);
+        m[0x3000] = b'x';
+        with_memory(m, |mem| {
+            assert_eq!(user_argv(mem, last as u64), ["x", TRUNCATED]);
+            // Past the end of the address space: no overflow, no panic.
+            assert_eq!(user_argv(mem, u64::MAX - 3), [TRUNCATED]);
+            // A kernel address is no user pointer (the kernel would fault with EFAULT).
+            assert_eq!(user_argv(mem, 0xffff_8880_0000_0000), [TRUNCATED]);
+            assert_eq!(user_string(mem, 0xffff_8880_0000_0000), "");
+            // Unmapped user memory: an empty string.
+            assert_eq!(user_string(mem, LEN + 0x1000), "");
+        });
+    }
+
+    #[test]
+    fn syscall_numbers_from_orig_ax() {
+        assert_eq!(plausible_nr(59), Some(59));
+        assert_eq!(plausible_nr(0x4000_0000 | 1), Some(1));
+        assert_eq!(plausible_nr(u64::MAX), None);
+    }
+
+    #[test]
+    fn points_are_recognised_by_symbol_and_event() {
+        let p = |symbol: &str, event: &'static str| TracePoint {
+            symbol: symbol.into(),
+            addr: Va::new(0xffff_ffff_8100_0000),
+            event,
+            on_return: true,
+        };
+        assert_eq!(Point::of(&p(EXECVE, "exec")).unwrap(), Point::Execve);
+        assert_eq!(
+            Point::of(&p(EXECVE, "syscall")).unwrap(),
+            Point::Named("execve".into())
+        );
+        assert!(Point::of(&p("__x64_sys_", "syscall")).is_err());
+        assert!(Point::of(&p("schedule", "exec")).is_err());
+    }
+}
