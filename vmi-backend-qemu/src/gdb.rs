@@ -442,6 +442,40 @@ impl Gdb {
         Ok(out)
     }
 
+    /// The raw `g` payload (hex) of vCPU `index` alone (one pipelined `Hg`/`g`). Stopped stub.
+    pub fn read_registers(&mut self, index: usize) -> Result<String, QemuError> {
+        let Some(thread) = self.threads.get(index).cloned() else {
+            return Err(QemuError::Gdb {
+                request: format!("registers of vCPU {index}"),
+                reply: format!("the stub lists {} vCPUs", self.threads.len()),
+            });
+        };
+        let mut replies = self.pipeline(&[format!("Hg{thread}"), "g".to_owned()])?;
+        let g = replies.pop().unwrap_or_default();
+        if replies.first().map(String::as_str) != Some("OK") || g.starts_with('E') || g.is_empty() {
+            return Err(QemuError::Gdb {
+                request: format!("registers of vCPU {index}"),
+                reply: format!("{replies:?} / {g}"),
+            });
+        }
+        Ok(g)
+    }
+
+    /// Steps vCPU `index` over the software breakpoint at `addr` it is stopped on: removes
+    /// it, steps that vCPU alone, inserts it again (also when the step failed, so that the
+    /// hook does not silently vanish). Returns the step's stop reply.
+    ///
+    /// The removal must be answered before the step is sent: pipelined, QEMU 7.2 may run the
+    /// step while the breakpoint is still in place and report it again with nothing executed.
+    pub fn step_over(&mut self, index: usize, addr: u64) -> Result<StopReply, QemuError> {
+        self.point(false, 0, addr, 1)?;
+        let stepped = self.step(index);
+        let inserted = self.point(true, 0, addr, 1);
+        let stop = stepped?;
+        inserted?;
+        Ok(stop)
+    }
+
     /// Detaches (`D;1`, which lets the VM run) and closes. Stops first if running.
     pub fn detach(mut self) -> Result<(), QemuError> {
         self.stop()?;

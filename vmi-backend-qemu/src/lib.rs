@@ -860,6 +860,24 @@ impl VcpuRegisters for QemuControl {
                 count: self.vcpus,
             });
         }
+        {
+            // Stopped at an event: only the vCPU asked for (one round trip, not one per vCPU).
+            let mut st = self.lock();
+            if st.event_stop && st.cache.is_none() {
+                if let Some(gdb) = st.gdb.as_mut().filter(|g| !g.is_running()) {
+                    let hex = gdb.read_registers(index).map_err(|e| vcpu_err(index, e))?;
+                    return registers::from_g_packet(&hex).ok_or_else(|| {
+                        vcpu_err(
+                            index,
+                            QemuError::Gdb {
+                                request: format!("g (vCPU {index})"),
+                                reply: hex.chars().take(40).collect(),
+                            },
+                        )
+                    });
+                }
+            }
+        }
         let all = self.all_registers().map_err(|e| vcpu_err(index, e))?;
         all.into_iter().nth(index).ok_or(VcpuError::NoSuchVcpu {
             index,
@@ -1023,6 +1041,17 @@ impl EventSource for QemuControl {
         let stop = self.with_gdb(&format!("single-stepping vCPU {vcpu}"), |gdb, _| {
             gdb.stop()?;
             let reply = gdb.step(vcpu)?;
+            self.to_stop(gdb, &reply)
+        })?;
+        self.set_event_stop(true);
+        Ok(stop)
+    }
+
+    fn step_over(&self, vcpu: usize, va: Va) -> Result<Stop, EventError> {
+        self.set_event_stop(false);
+        let stop = self.with_gdb(&format!("stepping vCPU {vcpu} over {va}"), |gdb, _| {
+            gdb.stop()?;
+            let reply = gdb.step_over(vcpu, va.raw())?;
             self.to_stop(gdb, &reply)
         })?;
         self.set_event_stop(true);

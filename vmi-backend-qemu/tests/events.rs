@@ -132,11 +132,16 @@ fn check_events(g: &LiveGuest) {
         after > before,
         "the guest made progress through the breakpoint"
     );
-    let mut timings: Vec<Duration> = events.timings().to_vec();
-    timings.sort();
+    let median = |t: &[Duration]| {
+        let mut t = t.to_vec();
+        t.sort();
+        t[t.len() / 2]
+    };
     eprintln!(
-        "breakpoint: {hooked_rate:.0} events/s, per vCPU {per_vcpu:?}, library time median {:?}",
-        timings[timings.len() / 2]
+        "breakpoint: {hooked_rate:.0} events/s, per vCPU {per_vcpu:?}, library time median {:?}, \
+         step-over median {:?}",
+        median(events.timings()),
+        median(events.step_over_timings())
     );
     events.finish().unwrap();
     assert!(running(g), "the guest runs after the loop");

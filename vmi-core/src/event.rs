@@ -150,6 +150,18 @@ pub trait EventSource: Send + Sync {
     /// (a watchpoint the instruction fired is in its reason).
     fn step(&self, vcpu: usize) -> Result<Stop, EventError>;
 
+    /// Steps `vcpu`, stopped on the inserted breakpoint at `va`, over it: removes it, steps
+    /// that vCPU alone, inserts it again (also when the step failed). Backends that can send
+    /// these together override it.
+    fn step_over(&self, vcpu: usize, va: Va) -> Result<Stop, EventError> {
+        self.remove_breakpoint(va)?;
+        let stepped = self.step(vcpu);
+        let rearmed = self.insert_breakpoint(va);
+        let stop = stepped?;
+        rearmed?;
+        Ok(stop)
+    }
+
     /// Stops the guest if it runs. Returns the stop that ended the run: the request's own
     /// (`Interrupt`), or an event that happened first. `None` if it was already stopped.
     fn halt(&self) -> Result<Option<Stop>, EventError>;
@@ -328,6 +340,7 @@ pub struct Events<'s> {
     /// When the current stop was reported (for [`Events::record_timings`]).
     stopped_at: Option<Instant>,
     timings: Option<Vec<Duration>>,
+    step_over_timings: Option<Vec<Duration>>,
     stats: EventStats,
     released: bool,
 }
@@ -352,6 +365,7 @@ impl<'s> Events<'s> {
             queued: VecDeque::new(),
             stopped_at: None,
             timings: None,
+            step_over_timings: None,
             stats: EventStats::default(),
             released: false,
         })
@@ -368,15 +382,22 @@ impl<'s> Events<'s> {
     }
 
     /// Keeps, from now on, the time from each stop's report to the guest's next resume: the
-    /// library's and the handler's time per event, without the guest's own run time (the
-    /// single step of a step-over runs the guest: the wait for its report is left out).
+    /// library's and the handler's time per event, without the step-over (which runs the
+    /// guest for one instruction; its time is kept apart, [`Events::step_over_timings`]).
     pub fn record_timings(&mut self) {
         self.timings.get_or_insert_with(Vec::new);
+        self.step_over_timings.get_or_insert_with(Vec::new);
     }
 
     /// The timings kept since [`Events::record_timings`].
     pub fn timings(&self) -> &[Duration] {
         self.timings.as_deref().unwrap_or(&[])
+    }
+
+    /// The step-overs' own times since [`Events::record_timings`]: breakpoint removal, the
+    /// one-instruction step (the guest runs) and re-insertion.
+    pub fn step_over_timings(&self) -> &[Duration] {
+        self.step_over_timings.as_deref().unwrap_or(&[])
     }
 
     fn unsupported(&self, what: &'static str, why: &str) -> EventError {
@@ -537,15 +558,15 @@ impl<'s> Events<'s> {
         let mut guest_time = Duration::ZERO;
         if let Some((vcpu, va)) = self.on_breakpoint.take() {
             if self.breakpoints.contains_key(&va) {
-                self.source.remove_breakpoint(va)?;
                 let t = Instant::now();
-                let stepped = self.source.step(vcpu);
+                let stop = self.source.step_over(vcpu, va)?;
                 guest_time = t.elapsed();
-                // Re-armed even if the step failed: a hook must not silently disappear.
-                let rearmed = self.source.insert_breakpoint(va);
-                let stop = stepped?;
-                rearmed?;
                 self.stats.step_overs += 1;
+                if let Some(t) = self.step_over_timings.as_mut() {
+                    if t.len() < MAX_TIMINGS {
+                        t.push(guest_time);
+                    }
+                }
                 if matches!(stop.reason, StopReason::Watch { .. }) {
                     self.queued.push_back(stop);
                 }
@@ -658,12 +679,7 @@ impl<'s> Events<'s> {
         let stop = match self.on_breakpoint {
             Some((v, va)) if v == vcpu && self.breakpoints.contains_key(&va) => {
                 self.on_breakpoint = None;
-                self.source.remove_breakpoint(va)?;
-                let stepped = self.source.step(vcpu);
-                let rearmed = self.source.insert_breakpoint(va);
-                let stop = stepped?;
-                rearmed?;
-                stop
+                self.source.step_over(vcpu, va)?
             }
             _ => self.source.step(vcpu)?,
         };

@@ -14,7 +14,8 @@ use crate::memory::PhysicalMemory;
 /// (a seqlock): readers never block and never see a torn entry, writers that find an entry
 /// being written by another thread simply do not cache.
 struct Entry {
-    /// Even: stable. Odd: being written.
+    /// Low 32 bits: the seqlock counter (even: stable, odd: being written). High 32 bits: the
+    /// [`Tlb`] generation the entry was filled in; an entry of an older generation is empty.
     seq: AtomicU64,
     /// The address space root.
     root: AtomicU64,
@@ -81,6 +82,12 @@ fn decode(value: u64, va: Va) -> Translation {
     }
 }
 
+/// The stable sequence value after `s` (the counter advanced by two, wrapping within its 32
+/// bits), tagged with `generation`.
+fn seq_next(s: u64, generation: u64) -> u64 {
+    generation << 32 | u64::from((s as u32).wrapping_add(2))
+}
+
 /// One direct-mapped table of translations of one page size.
 struct Table {
     entries: Box<[Entry]>,
@@ -102,9 +109,9 @@ impl Table {
         &self.entries[(h as usize) & self.mask]
     }
 
-    fn lookup(e: &Entry, root: u64, key: u64) -> Option<u64> {
+    fn lookup(e: &Entry, root: u64, key: u64, generation: u64) -> Option<u64> {
         let s1 = e.seq.load(Ordering::Acquire);
-        if s1 & 1 != 0 {
+        if s1 & 1 != 0 || s1 >> 32 != generation {
             return None;
         }
         let hit = e.root.load(Ordering::Relaxed) == root && e.key.load(Ordering::Relaxed) == key;
@@ -113,7 +120,7 @@ impl Table {
         (hit && e.seq.load(Ordering::Relaxed) == s1).then_some(value)
     }
 
-    fn store(e: &Entry, root: u64, key: u64, value: u64) {
+    fn store(e: &Entry, root: u64, key: u64, value: u64, generation: u64) {
         let s = e.seq.load(Ordering::Relaxed);
         if s & 1 != 0
             || e.seq
@@ -126,7 +133,7 @@ impl Table {
         e.root.store(root, Ordering::Relaxed);
         e.key.store(key, Ordering::Relaxed);
         e.value.store(value, Ordering::Relaxed);
-        e.seq.store(s + 2, Ordering::Release);
+        e.seq.store(seq_next(s, generation), Ordering::Release);
     }
 
     fn flush(&self) {
@@ -143,7 +150,7 @@ impl Table {
                 {
                     fence(Ordering::Release);
                     e.key.store(0, Ordering::Relaxed);
-                    e.seq.store(s + 2, Ordering::Release);
+                    e.seq.store(seq_next(s, s >> 32), Ordering::Release);
                     break;
                 }
                 std::hint::spin_loop();
@@ -176,6 +183,9 @@ pub struct Tlb<A> {
     inner: A,
     /// Indexed by [`size_code`].
     tables: [Table; 4],
+    /// Entries of another generation are empty: a flush is one increment (a live guest's
+    /// event loop flushes at every resume), with a full clear only when the 32-bit count wraps.
+    generation: AtomicU64,
 }
 
 impl<A: Architecture> Tlb<A> {
@@ -191,6 +201,7 @@ impl<A: Architecture> Tlb<A> {
                 Table::new(large),
                 Table::new(large),
             ],
+            generation: AtomicU64::new(1),
         }
     }
 
@@ -214,10 +225,14 @@ impl<A: Architecture> Architecture for Tlb<A> {
     ) -> Result<Translation, TranslationError> {
         let root = space.root.raw();
         let tag = mode_tag(space.mode) << 1 | 1;
+        // Read before the walk: a fill that races a flush is stored under the old generation.
+        let generation = self.generation.load(Ordering::Acquire);
         for &size in sizes(space.mode) {
             let vpn = va.raw() >> size.shift();
             let table = &self.tables[size_code(size)];
-            if let Some(value) = Table::lookup(table.slot(root, vpn), root, vpn << 4 | tag) {
+            if let Some(value) =
+                Table::lookup(table.slot(root, vpn), root, vpn << 4 | tag, generation)
+            {
                 return Ok(decode(value, va));
             }
         }
@@ -225,12 +240,24 @@ impl<A: Architecture> Architecture for Tlb<A> {
         let value = encode(&t);
         let vpn = va.raw() >> t.size.shift();
         let table = &self.tables[size_code(t.size)];
-        Table::store(table.slot(root, vpn), root, vpn << 4 | tag, value);
+        Table::store(
+            table.slot(root, vpn),
+            root,
+            vpn << 4 | tag,
+            value,
+            generation,
+        );
         if t.size != PageSize::Size4K {
             // Also under the 4 KiB page, so that a hot page hits on the first lookup; the
             // large-page table serves the rest of the large page.
             let vpn = va.raw() >> PageSize::Size4K.shift();
-            Table::store(self.tables[0].slot(root, vpn), root, vpn << 4 | tag, value);
+            Table::store(
+                self.tables[0].slot(root, vpn),
+                root,
+                vpn << 4 | tag,
+                value,
+                generation,
+            );
         }
         Ok(t)
     }
@@ -249,8 +276,15 @@ impl<A: Architecture> Architecture for Tlb<A> {
     }
 
     fn flush(&self) {
-        for table in &self.tables {
-            table.flush();
+        let next = (self.generation.load(Ordering::Acquire) + 1) & 0xffff_ffff;
+        if next == 0 {
+            // Wrapped: entries of generation 1 could come back to life; clear them all.
+            for table in &self.tables {
+                table.flush();
+            }
+            self.generation.store(1, Ordering::Release);
+        } else {
+            self.generation.store(next, Ordering::Release);
         }
         self.inner.flush();
     }
@@ -304,6 +338,67 @@ mod tests {
             }
             tlb.flush();
         }
+    }
+
+    #[test]
+    fn a_flush_empties_every_table_also_when_the_generation_wraps() {
+        use std::sync::atomic::AtomicUsize;
+        let mem = crate::memory::BufferMemory::new(Pa::new(0), vec![0; 4096]);
+        /// Maps every page to a frame that changes with each walk, counting the walks.
+        struct Moving(AtomicUsize);
+        impl Architecture for Moving {
+            fn name(&self) -> &'static str {
+                "moving"
+            }
+            fn translate(
+                &self,
+                _: &dyn PhysicalMemory,
+                _: AddressSpace,
+                _: Va,
+            ) -> Result<Translation, TranslationError> {
+                let n = self.0.fetch_add(1, Ordering::Relaxed) as u64;
+                Ok(Translation {
+                    pa: Pa::new(n << 21),
+                    size: PageSize::Size2M,
+                    perms: Permissions::ALL,
+                })
+            }
+            fn walk(&self, _: &dyn PhysicalMemory, _: AddressSpace, _: Va) -> PageWalk {
+                unreachable!("not used by this test")
+            }
+            fn for_each_mapping(
+                &self,
+                _: &dyn PhysicalMemory,
+                _: AddressSpace,
+                _: &mut dyn FnMut(Result<Mapping, TranslationError>) -> ControlFlow<()>,
+            ) {
+            }
+        }
+        let tlb = Tlb::new(Moving(AtomicUsize::new(0)), 4);
+        let space = AddressSpace {
+            root: Pa::new(0x1000),
+            mode: PagingMode::Ia32e4,
+        };
+        let va = Va::new(0xffff_8880_0020_0000);
+        let first = tlb.translate(&mem, space, va).unwrap().pa;
+        assert_eq!(tlb.translate(&mem, space, va).unwrap().pa, first, "cached");
+        for round in 0..3 {
+            if round == 2 {
+                // The next flush wraps the 32-bit generation: the full clear must happen.
+                tlb.generation.store(0xffff_ffff, Ordering::Release);
+            }
+            tlb.flush();
+            let again = tlb.translate(&mem, space, va).unwrap().pa;
+            assert_ne!(again, first, "walked again after flush {round}");
+            assert_eq!(tlb.translate(&mem, space, va).unwrap().pa, again);
+            // And through the large-page table (another address of the same 2 MiB page).
+            let near = Va::new(va.raw() + 0x1000);
+            assert_eq!(
+                tlb.translate(&mem, space, near).unwrap().pa.raw(),
+                again.raw() + 0x1000
+            );
+        }
+        assert_eq!(tlb.inner().0.load(Ordering::Relaxed), 4);
     }
 
     #[test]
