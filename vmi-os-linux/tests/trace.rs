@@ -277,12 +277,13 @@ fn point(points: &[TracePoint], symbol: &str) -> TracePoint {
 }
 
 /// Known x86-64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl).
-const NR: [(&str, u64); 5] = [
+const NR: [(&str, u64); 6] = [
     ("read", 0),
     ("write", 1),
     ("execve", 59),
     ("openat", 257),
     ("execveat", 322),
+    ("set_mempolicy_home_node", 450),
 ];
 
 fn synthetic_stops_decode_guest_data() {
@@ -512,6 +513,12 @@ fn synthetic_stops_decode_guest_data() {
                 .on_entry(&patched, &all[0], vcpu, &stop(frame_at.raw(), 5000, 0))
                 .unwrap();
             assert_eq!((r.syscall, r.nr), (None, Some(5000)));
+            // The table's end: 6.1 has 451 system calls (0..=450), 6.5 added cachestat.
+            let r = t
+                .on_entry(&patched, &all[0], vcpu, &stop(frame_at.raw(), 451, 0))
+                .unwrap();
+            let want = (!g.kernel_release.starts_with("6.1.")).then_some("cachestat");
+            assert_eq!(r.syscall.as_deref(), want, "{}: nr 451", g.name);
         }
         // A cached profile from before any tracing lacks what tracing needs: it says so (the
         // CLI then rediscovers) instead of calling a kind or a system call unknown.

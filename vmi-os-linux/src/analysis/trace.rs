@@ -22,11 +22,12 @@
 //! its NULL), strings at [`MAX_STRING`] bytes; a user string that cannot be read is empty,
 //! and only a frame the decoding cannot do without (`pt_regs`, the current task) is an error.
 //!
-//! A system call's number and name come from `sys_call_table`, read once: its entries are the
+//! A system call's number and name come from `sys_call_table`, read once (its length is the
+//! run of non-zero words whose last names a system call function): its entries are the
 //! `__x64_sys_*` functions (the fixture kernels dispatch by a `switch` in `x64_sys_call`, but
-//! keep the table, in number order). A profile from the cache lacks most of those names; the
-//! number then comes from `pt_regs->orig_ax` and the name of an untraced-by-name call is left
-//! out.
+//! keep the table, in number order). The names found are then looked up by name, so that a
+//! saved profile cache keeps them; a profile without them (a cache saved before any stop read
+//! the table) gives numbers only, a named call's from `pt_regs->orig_ax`.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -207,10 +208,14 @@ impl SyscallTable {
                 }
             }
         }
-        let entries: Vec<u64> = words
-            .into_iter()
-            .take_while(|w| names.contains_key(w))
-            .collect();
+        // Every slot of the table is filled (`sys_ni_syscall` where no call is), so it ends
+        // at the first zero word at the latest; what follows it without a zero (other data)
+        // names no system call function. A slot inside that points elsewhere (a hook) is
+        // kept, nameless.
+        let mut entries: Vec<u64> = words.into_iter().take_while(|&w| w != 0).collect();
+        while entries.last().is_some_and(|w| !names.contains_key(w)) {
+            entries.pop();
+        }
         names.retain(|addr, _| entries.contains(addr));
         // Looked up by name too, so that a saved profile cache keeps them.
         for name in names.values() {
