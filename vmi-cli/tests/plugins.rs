@@ -136,7 +136,7 @@ fn a_plugin_of_another_api_major_version_is_refused_naming_both_versions() {
     ]);
     assert!(err.contains("vmi_test_plugin_abi_v2"), "{err}");
     assert!(err.contains("vmi-plugin-api 2.0.0"), "{err}");
-    assert!(err.contains("plugin API 1.0.0"), "{err}");
+    assert!(err.contains("plugin API 1.1.0"), "{err}");
     assert!(err.lines().count() < 5, "a short message: {err}");
 }
 
@@ -148,7 +148,7 @@ fn a_plugin_of_another_layout_is_refused() {
     ]);
     assert!(err.contains("vmi_test_plugin_bad_layout"), "{err}");
     assert!(err.contains("in layout"), "{err}");
-    assert!(err.contains("1.0.0"), "{err}");
+    assert!(err.contains("1.1.0"), "{err}");
     assert!(err.lines().count() < 10, "a short message: {err}");
 }
 
@@ -174,7 +174,7 @@ fn info_describes_a_plugin_without_a_target() {
     );
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["name"], "syscall-check");
-    assert_eq!(doc["api_version"], "1.0.0");
+    assert_eq!(doc["api_version"], "1.1.0");
     assert!(doc["usage"].as_str().unwrap().starts_with("syscall-check"));
 }
 

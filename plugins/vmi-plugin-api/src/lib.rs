@@ -13,6 +13,8 @@
 //!   plain-Rust wrapper.
 //! - [`plugin`]: [`Analysis`] and the ABI-stable [`PluginInterface`] made of it; panics are
 //!   caught at the boundary and come back as [`PluginErrorKind::Panicked`].
+//! - [`events`] (API 1.1): [`Subscription`]s a plugin asks for, the [`EventRecord`] of each
+//!   stop, [`Flow`], and the [`EventSummary`] its [`Analysis::finish`] gets.
 //! - [`module`]: the root module ([`PluginModule`]) each plugin library exports, a prefix type
 //!   carrying the ABI version.
 //!
@@ -42,11 +44,13 @@
 //! See `plugins/README.md` for the author's guide: building outside the vmi workspace, the
 //! ABI rules and the trust model (a plugin is trusted native code; loading is not a sandbox).
 
+pub mod events;
 pub mod host;
 pub mod module;
 pub mod plugin;
 pub mod types;
 
+pub use events::{EventRecord, EventSummary, Flow, Subscription, WatchAccess};
 pub use host::{Host, HostInterface, HostInterface_TO, HostRef};
 pub use module::{PluginModule, PluginModuleRef, API_VERSION, ROOT_MODULE_NAME};
 pub use plugin::{Analysis, PluginBox, PluginInterface, PluginInterface_TO};

@@ -8,8 +8,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use abi_stable::sabi_trait;
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RBox, RResult, RSlice, RString};
+use abi_stable::std_types::{RBox, RResult, RSlice, RString, RVec};
 
+use crate::events::{EventRecord, EventSummary, Flow, Subscription};
 use crate::host::{Host, HostRef};
 use crate::types::{PluginError, PluginErrorKind, Table};
 
@@ -47,7 +48,45 @@ pub trait Analysis: Send + Sync + 'static {
     /// How to call it (`scan [--pid N] PATTERN`).
     fn usage(&self) -> &str;
     /// Runs the analysis with the arguments after `--`.
-    fn run(&self, host: &Host<'_>, args: &[String]) -> Result<Table, PluginError>;
+    ///
+    /// A plugin that works through events (API 1.1) need not implement it: a host that
+    /// subscribes it never calls `run`, and the default answers a host that cannot (one of
+    /// API 1.0, which does not know of events) with an error saying so.
+    fn run(&self, host: &Host<'_>, args: &[String]) -> Result<Table, PluginError> {
+        let _ = (host, args);
+        Err(PluginError::usage(format!(
+            "{} works through events (vmi-plugin-api 1.1): this vmi's plugin host does not \
+             offer them; upgrade vmi",
+            self.name()
+        )))
+    }
+
+    /// API 1.1: the events to run on, from the arguments after `--` (called once, before
+    /// anything else). Empty (the default): no events, the host calls [`Analysis::run`].
+    fn subscriptions(
+        &mut self,
+        host: &Host<'_>,
+        args: &[String],
+    ) -> Result<Vec<Subscription>, PluginError> {
+        let _ = (host, args);
+        Ok(Vec::new())
+    }
+
+    /// API 1.1: one event, with the guest stopped at it (reads through `host` see it as it
+    /// is there). An error ends the run (the host still cleans up the guest).
+    fn on_event(&mut self, host: &Host<'_>, event: &EventRecord) -> Result<Flow, PluginError> {
+        let _ = (host, event);
+        Ok(Flow::Continue)
+    }
+
+    /// API 1.1: the result of an event run, once it is over (the guest runs again).
+    fn finish(&mut self, host: &Host<'_>, summary: &EventSummary) -> Result<Table, PluginError> {
+        let _ = (host, summary);
+        Err(PluginError::failed(format!(
+            "{} subscribed to events but makes no table of them (no `finish`)",
+            self.name()
+        )))
+    }
 }
 
 /// The ABI-stable plugin object the host calls. Plugin authors implement [`Analysis`] and
@@ -65,6 +104,37 @@ pub trait PluginInterface: Send + Sync {
     /// [`Analysis::run`]; a panic comes back as [`PluginErrorKind::Panicked`].
     #[sabi(last_prefix_field)]
     fn run(&self, host: HostRef<'_>, args: RSlice<'_, RString>) -> RResult<Table, PluginError>;
+
+    // API 1.1, after the prefix: a 1.0 plugin's vtable lacks them, and calling one on such a
+    // plugin runs the default body here (no events: it is run with `run`).
+
+    /// [`Analysis::subscriptions`]; a 1.0 plugin subscribes to nothing.
+    fn subscriptions(
+        &mut self,
+        host: HostRef<'_>,
+        args: RSlice<'_, RString>,
+    ) -> RResult<RVec<Subscription>, PluginError> {
+        let _ = (host, args);
+        RResult::ROk(RVec::new())
+    }
+
+    /// [`Analysis::on_event`].
+    fn on_event(&mut self, host: HostRef<'_>, event: &EventRecord) -> RResult<Flow, PluginError> {
+        let _ = (host, event);
+        RResult::ROk(Flow::Stop)
+    }
+
+    /// [`Analysis::finish`].
+    fn finish(
+        &mut self,
+        host: HostRef<'_>,
+        summary: &EventSummary,
+    ) -> RResult<Table, PluginError> {
+        let _ = (host, summary);
+        RResult::RErr(PluginError::failed(
+            "the plugin (vmi-plugin-api 1.0) knows no events",
+        ))
+    }
 }
 
 /// A plugin object owned by the host (allocated and freed by the plugin).
@@ -122,6 +192,32 @@ impl<A: Analysis> PluginInterface for Exported<A> {
             self.0.run(&Host::new(host), &args)
         })
         .into()
+    }
+
+    fn subscriptions(
+        &mut self,
+        host: HostRef<'_>,
+        args: RSlice<'_, RString>,
+    ) -> RResult<RVec<Subscription>, PluginError> {
+        guarded("subscriptions", || {
+            let args: Vec<String> = args.iter().map(|a| a.as_str().to_owned()).collect();
+            self.0
+                .subscriptions(&Host::new(host), &args)
+                .map(RVec::from)
+        })
+        .into()
+    }
+
+    fn on_event(&mut self, host: HostRef<'_>, event: &EventRecord) -> RResult<Flow, PluginError> {
+        guarded("on_event", || self.0.on_event(&Host::new(host), event)).into()
+    }
+
+    fn finish(
+        &mut self,
+        host: HostRef<'_>,
+        summary: &EventSummary,
+    ) -> RResult<Table, PluginError> {
+        guarded("finish", || self.0.finish(&Host::new(host), summary)).into()
     }
 }
 

@@ -65,6 +65,40 @@ pub enum PluginError {
         /// Our major version (the compatible line).
         ours_major: String,
     },
+    /// The plugin was built against a newer minor version of the plugin API than this vmi's
+    /// (it may use what this vmi does not offer, such as events in 1.1).
+    #[error(
+        "plugin {plugin} ({path}) was built against vmi-plugin-api {theirs}, newer than this \
+         vmi's plugin API {ours}: upgrade vmi, or rebuild the plugin against vmi-plugin-api {ours}"
+    )]
+    NewerApi {
+        /// The plugin's name (its file stem).
+        plugin: String,
+        /// The file.
+        path: PathBuf,
+        /// The API version it was built against.
+        theirs: String,
+        /// Ours.
+        ours: &'static str,
+    },
+    /// The plugin subscribed to events and they could not be had: the target has none, the
+    /// OS profile cannot resolve a subscription, or the event loop failed.
+    #[error("plugin {plugin}: events: {message}")]
+    Events {
+        /// The plugin's name.
+        plugin: String,
+        /// What failed (the event layer's or the OS profile's message).
+        message: String,
+    },
+    /// The plugin subscribed to events but the run was given no bound.
+    #[error(
+        "plugin {plugin} runs on events: bound the run with `--count N` or `--duration SECONDS` \
+         (before the plugin: `vmi plugin run --count 1000 {plugin}`)"
+    )]
+    Unbounded {
+        /// The plugin's name.
+        plugin: String,
+    },
     /// The plugin was built with an abi_stable whose library header is incompatible.
     #[error("plugin {plugin} ({path}) was built with an incompatible abi_stable: {reason}")]
     AbiStable {

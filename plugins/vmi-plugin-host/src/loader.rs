@@ -34,7 +34,7 @@ pub struct LoadedPlugin {
     pub usage: String,
     /// The plugin-API version it was built against.
     pub api_version: String,
-    plugin: PluginBox,
+    pub(crate) plugin: PluginBox,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -64,14 +64,25 @@ fn major_minor(v: &str) -> Option<(u64, u64)> {
     Some((major, minor))
 }
 
-/// Whether a plugin built against API `theirs` can be loaded by a host speaking `ours`: the
-/// same major version (for 0.x, the same minor). Within a major version the root module and
-/// the host interface only grow at their ends (prefix types), which abi_stable's layout check
-/// verifies next.
+/// Whether a plugin built against API `theirs` can be loaded by a host speaking `ours`
+/// (plugins/README.md, "ABI rules"): the same major version, and a minor version no newer
+/// than ours (for 0.x: the same minor). Within a major version the root module and the
+/// plugin and host interfaces only grow at their ends (prefix types, which abi_stable's layout
+/// check verifies next), so an older plugin lacks only what this host can do without; a newer
+/// one may rely on what this host does not offer (a 1.1 plugin's events) and is refused.
 pub fn compatible(ours: &str, theirs: &str) -> bool {
     match (major_minor(ours), major_minor(theirs)) {
         (Some((0, a)), Some((0, b))) => a == b,
-        (Some((a, _)), Some((b, _))) => a == b,
+        (Some((a, x)), Some((b, y))) => a == b && y <= x,
+        _ => false,
+    }
+}
+
+/// Whether `theirs` is of our major version but a newer minor one (the refusal then says
+/// "upgrade vmi" rather than "rebuild").
+fn newer_minor(ours: &str, theirs: &str) -> bool {
+    match (major_minor(ours), major_minor(theirs)) {
+        (Some((a, x)), Some((b, y))) => a == b && a > 0 && y > x,
         _ => false,
     }
 }
@@ -108,6 +119,14 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, PluginError> {
         });
     }
     let theirs = header.version_strings().version.to_string();
+    if newer_minor(API_VERSION, &theirs) {
+        return Err(PluginError::NewerApi {
+            plugin,
+            path: path.to_owned(),
+            theirs,
+            ours: API_VERSION,
+        });
+    }
     if !compatible(API_VERSION, &theirs) {
         return Err(PluginError::ApiVersion {
             plugin,
@@ -165,16 +184,26 @@ impl LoadedPlugin {
             .plugin
             .run(host, args.as_slice().into())
             .into_result()
-            .map_err(|e| match e.kind {
-                PluginErrorKind::Panicked => PluginError::Panicked {
-                    plugin: self.name.clone(),
-                    message: e.message.into_string(),
-                },
-                _ => PluginError::Failed {
-                    plugin: self.name.clone(),
-                    message: e.message.into_string(),
-                },
-            })?;
+            .map_err(|e| self.plugin_error(e))?;
+        self.check_table(table)
+    }
+
+    /// The host's error for one the plugin returned.
+    pub(crate) fn plugin_error(&self, e: vmi_plugin_api::PluginError) -> PluginError {
+        match e.kind {
+            PluginErrorKind::Panicked => PluginError::Panicked {
+                plugin: self.name.clone(),
+                message: e.message.into_string(),
+            },
+            _ => PluginError::Failed {
+                plugin: self.name.clone(),
+                message: e.message.into_string(),
+            },
+        }
+    }
+
+    /// `table`, if its rows match its columns.
+    pub(crate) fn check_table(&self, table: Table) -> Result<Table, PluginError> {
         let columns = table.columns.len();
         if let Some((row, r)) = table
             .rows
@@ -224,9 +253,17 @@ mod tests {
 
     #[test]
     fn versions() {
-        assert!(compatible("1.0.0", "1.4.2"));
+        // Older minors load on newer hosts; a newer minor is refused by an older host.
         assert!(compatible("1.4.0", "1.0.0"));
+        assert!(compatible("1.1.0", "1.1.3"));
+        assert!(compatible("1.1.0", "1.0.0"));
+        assert!(!compatible("1.0.0", "1.1.0"));
+        assert!(!compatible("1.0.0", "1.4.2"));
+        assert!(newer_minor("1.0.0", "1.1.0"));
+        assert!(!newer_minor("1.1.0", "1.0.0"));
+        assert!(!newer_minor("1.0.0", "2.0.0"));
         assert!(!compatible("1.0.0", "2.0.0"));
+        assert!(!compatible("2.0.0", "1.0.0"));
         assert!(!compatible("0.1.0", "0.2.0"));
         assert!(compatible("0.1.0", "0.1.7"));
         assert!(!compatible("1.0.0", "x"));

@@ -41,6 +41,40 @@ impl std::fmt::Debug for SessionHost<'_> {
     }
 }
 
+/// A vCPU's registers as plugins see them.
+pub(crate) fn registers(r: &vmi_core::X86Registers) -> Registers {
+    Registers {
+        rax: r.rax,
+        rbx: r.rbx,
+        rcx: r.rcx,
+        rdx: r.rdx,
+        rsi: r.rsi,
+        rdi: r.rdi,
+        rbp: r.rbp,
+        rsp: r.rsp,
+        r8: r.r8,
+        r9: r.r9,
+        r10: r.r10,
+        r11: r.r11,
+        r12: r.r12,
+        r13: r.r13,
+        r14: r.r14,
+        r15: r.r15,
+        rip: r.rip,
+        rflags: r.rflags,
+        cr0: r.cr0,
+        cr2: r.cr2,
+        cr3: r.cr3,
+        cr4: r.cr4,
+        efer: r.efer,
+        fs_base: r.fs_base,
+        gs_base: r.gs_base,
+        kernel_gs_base: r.kernel_gs_base,
+        gdtr_base: r.gdtr_base,
+        idtr_base: r.idtr_base,
+    }
+}
+
 fn err(kind: HostErrorKind, message: impl std::fmt::Display) -> HostError {
     HostError::new(kind, message.to_string())
 }
@@ -72,6 +106,11 @@ impl<'a> SessionHost<'a> {
             spaces: Mutex::new(HashMap::new()),
             by_address: OnceLock::new(),
         }
+    }
+
+    /// The session served.
+    pub fn session(&self) -> &'a Session {
+        self.session
     }
 
     /// A capability of the bound OS, or the error saying why there is none.
@@ -188,36 +227,7 @@ impl HostInterface for SessionHost<'_> {
             Ok(r) => r,
             Err(e) => return RResult::RErr(err(HostErrorKind::NotFound, e)),
         };
-        RResult::ROk(Registers {
-            rax: r.rax,
-            rbx: r.rbx,
-            rcx: r.rcx,
-            rdx: r.rdx,
-            rsi: r.rsi,
-            rdi: r.rdi,
-            rbp: r.rbp,
-            rsp: r.rsp,
-            r8: r.r8,
-            r9: r.r9,
-            r10: r.r10,
-            r11: r.r11,
-            r12: r.r12,
-            r13: r.r13,
-            r14: r.r14,
-            r15: r.r15,
-            rip: r.rip,
-            rflags: r.rflags,
-            cr0: r.cr0,
-            cr2: r.cr2,
-            cr3: r.cr3,
-            cr4: r.cr4,
-            efer: r.efer,
-            fs_base: r.fs_base,
-            gs_base: r.gs_base,
-            kernel_gs_base: r.kernel_gs_base,
-            gdtr_base: r.gdtr_base,
-            idtr_base: r.idtr_base,
-        })
+        RResult::ROk(registers(&r))
     }
 
     fn read_physical(&self, pa: u64, mut buf: RSliceMut<'_, u8>) -> RResult<(), HostError> {

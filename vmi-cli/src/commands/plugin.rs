@@ -1,12 +1,13 @@
 //! `vmi plugin run | info | list`: third-party analysis plugins (see plugins/README.md).
 
 use std::path::Path;
+use std::time::Duration;
 
 use clap::Subcommand;
 use serde_json::{json, Value};
 use vmi_core::BoxError;
 use vmi_plugin_host::search::{candidates, plugin_dirs, PLUGIN_PATH_VAR};
-use vmi_plugin_host::{Cell, LoadedPlugin, SessionHost, Table};
+use vmi_plugin_host::{Cell, EventLimits, LoadedPlugin, SessionHost, Table};
 
 use super::Context;
 use crate::output;
@@ -23,6 +24,12 @@ pub struct Args {
 enum Action {
     /// Run a plugin on the target: `vmi plugin run PATH.so [-- ARGS]`.
     Run {
+        /// For a plugin that subscribes to events (plugin API 1.1): stop after N events.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// For a plugin that subscribes to events: stop after S seconds (fractions allowed).
+        #[arg(long, value_name = "S", value_parser = parse_seconds)]
+        duration: Option<Duration>,
         /// The plugin library, or a plugin name found on $VMI_PLUGIN_PATH.
         plugin: String,
         /// Arguments for the plugin (after `--`).
@@ -53,13 +60,44 @@ fn resolve(plugin: &str) -> Result<LoadedPlugin, BoxError> {
 
 /// `vmi plugin run`.
 pub fn run(ctx: &Context<'_>, args: &Args) -> Result<(), BoxError> {
-    let Action::Run { plugin, args } = &args.action else {
+    let Action::Run {
+        plugin,
+        args,
+        count,
+        duration,
+    } = &args.action
+    else {
         return without_target(ctx.format, args);
     };
-    let plugin = resolve(plugin)?;
+    let mut plugin = resolve(plugin)?;
     let host = SessionHost::new(ctx.session);
-    let table = plugin.run(&host, args)?;
-    render(ctx.format, &table)
+    let limits = EventLimits {
+        count: *count,
+        duration: *duration,
+    };
+    let run = plugin.run_with_events(&host, args, limits)?;
+    if let Some(summary) = &run.events {
+        // Not part of the table (stdout stays one document): how the event run went.
+        eprintln!(
+            "vmi: {} events in {:.1} s ({} guest stops), ended by {}",
+            summary.events,
+            summary.elapsed_ms as f64 / 1000.0,
+            summary.stops,
+            summary.end
+        );
+        for w in summary.warnings.iter() {
+            eprintln!("vmi: warning: {w}");
+        }
+    }
+    render(ctx.format, &run.table)
+}
+
+/// `--duration S`: seconds, fractions allowed.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is not a duration"))
 }
 
 /// `vmi plugin info` and `vmi plugin list`, which open no target.

@@ -1,4 +1,4 @@
-//! A plugin whose library header claims a compatible API version (1.0.0) but whose root module
+//! A plugin whose library header claims a compatible API version (ours) but whose root module
 //! has another layout (its constructor takes an argument): the loader's layout check must
 //! refuse it, naming the plugin, its version and ours.
 
