@@ -4,7 +4,7 @@
 //! exactly `--count` system calls, the workload's openat and close dominate and alternate,
 //! and afterwards the guest runs with no breakpoint left (the workload is back to its
 //! unhooked rate). On a dump, the same plugin fails with the event layer's message; without a
-//! bound, with the host's.
+//! bound, with the host's. A plugin built against the frozen API 1.0.0 still loads and runs.
 
 #[path = "../../vmi-backend-qemu/tests/common/live.rs"]
 mod live;
@@ -292,6 +292,65 @@ fn syscall_count_5level_2_vcpus() {
     check(&g);
 }
 
+/// The plugin of `plugins/tests/api-1.0`, built against the frozen vmi-plugin-api 1.0.0 (its
+/// own workspace, built here into this test's target directory).
+fn api_1_0_plugin() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_vmi"));
+    let target_dir = bin
+        .parent()
+        .and_then(Path::parent)
+        .expect("a target directory")
+        .join("api-1.0");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/tests/api-1.0");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--offline", "--manifest-path"])
+        .arg(format!("{root}/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .status()
+        .expect("running cargo build for the API 1.0 plugin");
+    assert!(status.success(), "building the API 1.0 plugin failed");
+    let lib = target_dir.join(format!(
+        "debug/{}vmi_test_plugin_api_1_0{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
+    assert!(lib.exists(), "{} was not built", lib.display());
+    lib
+}
+
+/// A plugin built against API 1.0.0 loads on this (1.1) host and runs as before: its vtable
+/// lacks the 1.1 methods, so it subscribes to nothing (also when a bound is given).
+fn a_plugin_of_api_1_0_still_loads_and_runs() {
+    let Some(g) = vmi_fixtures::guests().into_iter().next() else {
+        vmi_fixtures::skip("no fixture guest");
+        return;
+    };
+    let lib = api_1_0_plugin();
+    let lib = lib.to_str().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vmi"))
+        .args(["--format", "json", "plugin", "info", lib])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["name"], "api-1.0");
+    assert_eq!(info["api_version"], "1.0.0");
+    for extra in [&[][..], &["--count", "5"][..]] {
+        let mut args = vec!["--format", "json", "plugin", "run"];
+        args.extend_from_slice(extra);
+        args.push(lib);
+        let out = vmi(g.elf().to_str().unwrap(), &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{extra:?}: {stderr}");
+        assert!(!stderr.contains("events"), "not an event run: {stderr}");
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["columns"], serde_json::json!(["os_kind", "kernel_base"]));
+        assert_eq!(doc["rows"][0][0], "linux", "{doc}");
+        assert!(doc["rows"][0][1].as_str().unwrap().starts_with("0xffff"), "{doc}");
+    }
+}
+
 /// A memory dump has no events: the plugin fails with the event layer's message.
 fn on_a_dump_the_event_layer_says_why() {
     let Some(g) = vmi_fixtures::guests().into_iter().next() else {
@@ -313,6 +372,7 @@ fn on_a_dump_the_event_layer_says_why() {
 }
 
 vmi_fixtures::real_guest_tests!(
+    a_plugin_of_api_1_0_still_loads_and_runs,
     on_a_dump_the_event_layer_says_why,
     syscall_count_4level_1_vcpu,
     syscall_count_5level_2_vcpus,

@@ -15,6 +15,8 @@
 //!   caught at the boundary and come back as [`PluginErrorKind::Panicked`].
 //! - [`events`] (API 1.1): [`Subscription`]s a plugin asks for, the [`EventRecord`] of each
 //!   stop, [`Flow`], and the [`EventSummary`] its [`Analysis::finish`] gets.
+//! - [`compat`]: the plugin-side ABI of earlier 1.x versions, frozen, which hosts load older
+//!   plugins through.
 //! - [`module`]: the root module ([`PluginModule`]) each plugin library exports, a prefix type
 //!   carrying the ABI version.
 //!
@@ -44,6 +46,7 @@
 //! See `plugins/README.md` for the author's guide: building outside the vmi workspace, the
 //! ABI rules and the trust model (a plugin is trusted native code; loading is not a sandbox).
 
+pub mod compat;
 pub mod events;
 pub mod host;
 pub mod module;

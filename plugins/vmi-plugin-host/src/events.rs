@@ -23,7 +23,7 @@ use vmi_plugin_api::{
 };
 
 use crate::error::PluginError;
-use crate::loader::LoadedPlugin;
+use crate::loader::{LoadedPlugin, PluginObject};
 use crate::session_host::{registers, SessionHost};
 
 /// Most subscriptions a plugin may ask for (each is one or more breakpoints or watchpoints;
@@ -167,8 +167,14 @@ impl LoadedPlugin {
         limits: EventLimits,
     ) -> Result<PluginRun, PluginError> {
         let rargs: Vec<RString> = args.iter().map(|a| RString::from(a.as_str())).collect();
-        let subscriptions = self
-            .plugin
+        // A 1.0 plugin knows no events.
+        let PluginObject::Current(plugin) = &mut self.plugin else {
+            return Ok(PluginRun {
+                table: self.run(host, args)?,
+                events: None,
+            });
+        };
+        let subscriptions = plugin
             .subscriptions(
                 HostInterface_TO::from_ptr(host, TD_Opaque),
                 rargs.as_slice().into(),
@@ -249,7 +255,9 @@ impl LoadedPlugin {
             map: HashMap::new(),
             built: None,
         };
-        let plugin = &mut self.plugin;
+        let PluginObject::Current(plugin) = &mut self.plugin else {
+            return Err(self.events_error("a 1.0 plugin has no events"));
+        };
         let ended = events.run(
             RunLimits {
                 count: limits.count,
@@ -306,8 +314,10 @@ impl LoadedPlugin {
             elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             warnings: warnings.into_rvec(),
         };
-        let table = self
-            .plugin
+        let PluginObject::Current(plugin) = &mut self.plugin else {
+            return Err(self.events_error("a 1.0 plugin has no events"));
+        };
+        let table = plugin
             .finish(HostInterface_TO::from_ptr(host, TD_Opaque), &summary)
             .into_result()
             .map_err(|e| self.plugin_error(e))?;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use vmi_plugin_api::abi_stable::library::{lib_header_from_path, LibraryError, RootModule};
 use vmi_plugin_api::abi_stable::sabi_trait::TD_Opaque;
 use vmi_plugin_api::abi_stable::std_types::RString;
+use vmi_plugin_api::compat::v1_0;
 use vmi_plugin_api::{
     HostInterface_TO, PluginBox, PluginErrorKind, PluginModuleRef, Table, API_VERSION,
     ROOT_MODULE_NAME,
@@ -34,7 +35,42 @@ pub struct LoadedPlugin {
     pub usage: String,
     /// The plugin-API version it was built against.
     pub api_version: String,
-    pub(crate) plugin: PluginBox,
+    pub(crate) plugin: PluginObject,
+}
+
+/// The plugin object, through the ABI version the plugin was built for.
+pub(crate) enum PluginObject {
+    /// This host's API version (1.1): events.
+    Current(PluginBox),
+    /// API 1.0 (no events), loaded through its frozen root module.
+    V1_0(v1_0::PluginBox),
+}
+
+impl PluginObject {
+    fn name(&self) -> RString {
+        match self {
+            PluginObject::Current(p) => p.name(),
+            PluginObject::V1_0(p) => p.name(),
+        }
+    }
+    fn version(&self) -> RString {
+        match self {
+            PluginObject::Current(p) => p.version(),
+            PluginObject::V1_0(p) => p.version(),
+        }
+    }
+    fn description(&self) -> RString {
+        match self {
+            PluginObject::Current(p) => p.description(),
+            PluginObject::V1_0(p) => p.description(),
+        }
+    }
+    fn usage(&self) -> RString {
+        match self {
+            PluginObject::Current(p) => p.usage(),
+            PluginObject::V1_0(p) => p.usage(),
+        }
+    }
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -136,29 +172,38 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, PluginError> {
             ours_major: API_VERSION.split('.').next().unwrap_or("").to_owned(),
         });
     }
-    let module = header
-        .init_root_module::<PluginModuleRef>()
-        .map_err(|e| match e {
-            LibraryError::RootModule { .. } => PluginError::Constructor {
-                plugin: plugin.clone(),
-                path: path.to_owned(),
-                message: e.to_string(),
-            },
-            other => PluginError::Layout {
-                plugin: plugin.clone(),
-                path: path.to_owned(),
-                theirs: theirs.clone(),
-                ours: API_VERSION,
-                details: layout_summary(&other.to_string()),
-            },
-        })?;
-    let object = module.new()()
-        .into_result()
-        .map_err(|e| PluginError::Constructor {
+    let layout_error = |e: LibraryError| match e {
+        LibraryError::RootModule { .. } => PluginError::Constructor {
             plugin: plugin.clone(),
             path: path.to_owned(),
-            message: e.message.into_string(),
-        })?;
+            message: e.to_string(),
+        },
+        other => PluginError::Layout {
+            plugin: plugin.clone(),
+            path: path.to_owned(),
+            theirs: theirs.clone(),
+            ours: API_VERSION,
+            details: layout_summary(&other.to_string()),
+        },
+    };
+    let constructor_error = |e: vmi_plugin_api::PluginError| PluginError::Constructor {
+        plugin: plugin.clone(),
+        path: path.to_owned(),
+        message: e.message.into_string(),
+    };
+    // Checked against the layout of the version it claims (abi_stable refuses an older
+    // library's shorter vtables against ours: see vmi_plugin_api::compat).
+    let object = if major_minor(&theirs) == Some((1, 0)) {
+        let module = header
+            .init_root_module::<v1_0::PluginModuleRef>()
+            .map_err(layout_error)?;
+        PluginObject::V1_0(module.new()().into_result().map_err(constructor_error)?)
+    } else {
+        let module = header
+            .init_root_module::<PluginModuleRef>()
+            .map_err(layout_error)?;
+        PluginObject::Current(module.new()().into_result().map_err(constructor_error)?)
+    };
     Ok(LoadedPlugin {
         path: path.to_owned(),
         name: object.name().into_string(),
@@ -180,10 +225,11 @@ impl LoadedPlugin {
     pub fn run(&self, host: &SessionHost<'_>, args: &[String]) -> Result<Table, PluginError> {
         let host = HostInterface_TO::from_ptr(host, TD_Opaque);
         let args: Vec<RString> = args.iter().map(|a| RString::from(a.as_str())).collect();
-        let table = self
-            .plugin
-            .run(host, args.as_slice().into())
-            .into_result()
+        let table = match &self.plugin {
+            PluginObject::Current(p) => p.run(host, args.as_slice().into()),
+            PluginObject::V1_0(p) => p.run(host, args.as_slice().into()),
+        }
+        .into_result()
             .map_err(|e| self.plugin_error(e))?;
         self.check_table(table)
     }

@@ -1,0 +1,136 @@
+//! The plugin side: [`Analysis`], what an author implements, and the ABI-stable
+//! [`PluginInterface`] the export helper makes of it, catching panics at the boundary.
+
+// `#[sabi_trait]` generates its impls inside a `const _` block.
+#![allow(non_local_definitions)]
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use abi_stable::sabi_trait;
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RBox, RResult, RSlice, RString};
+
+use crate::host::{Host, HostRef};
+use crate::types::{PluginError, PluginErrorKind, Table};
+
+/// An analysis plugin, as its author writes it.
+///
+/// ```
+/// use vmi_plugin_api::{Analysis, Cell, Host, PluginError, Table};
+///
+/// #[derive(Default)]
+/// struct KernelBase;
+///
+/// impl Analysis for KernelBase {
+///     fn name(&self) -> &str { "kernel-base" }
+///     fn description(&self) -> &str { "Where the kernel is" }
+///     fn usage(&self) -> &str { "kernel-base" }
+///     fn run(&self, host: &Host<'_>, _args: &[String]) -> Result<Table, PluginError> {
+///         let info = host.target_info();
+///         let mut t = Table::new(&["kernel_base"]);
+///         t.push(vec![Cell::address(info.kernel_base)]);
+///         Ok(t)
+///     }
+/// }
+///
+/// vmi_plugin_api::export_plugin!(KernelBase::default);
+/// ```
+pub trait Analysis: Send + Sync + 'static {
+    /// A short name (`syscall-check`).
+    fn name(&self) -> &str;
+    /// The plugin's own version (default: none).
+    fn version(&self) -> &str {
+        ""
+    }
+    /// One line on what it does.
+    fn description(&self) -> &str;
+    /// How to call it (`scan [--pid N] PATTERN`).
+    fn usage(&self) -> &str;
+    /// Runs the analysis with the arguments after `--`.
+    fn run(&self, host: &Host<'_>, args: &[String]) -> Result<Table, PluginError>;
+}
+
+/// The ABI-stable plugin object the host calls. Plugin authors implement [`Analysis`] and
+/// let [`crate::export_plugin!`] make this of it.
+#[sabi_trait]
+pub trait PluginInterface: Send + Sync {
+    /// [`Analysis::name`].
+    fn name(&self) -> RString;
+    /// [`Analysis::version`].
+    fn version(&self) -> RString;
+    /// [`Analysis::description`].
+    fn description(&self) -> RString;
+    /// [`Analysis::usage`].
+    fn usage(&self) -> RString;
+    /// [`Analysis::run`]; a panic comes back as [`PluginErrorKind::Panicked`].
+    #[sabi(last_prefix_field)]
+    fn run(&self, host: HostRef<'_>, args: RSlice<'_, RString>) -> RResult<Table, PluginError>;
+}
+
+/// A plugin object owned by the host (allocated and freed by the plugin).
+pub type PluginBox = PluginInterface_TO<'static, RBox<()>>;
+
+/// An [`Analysis`] behind the ABI, with every call guarded against unwinding across it.
+struct Exported<A>(A);
+
+/// Runs `f`, turning a panic into a [`PluginErrorKind::Panicked`] error.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".to_owned());
+            Err(PluginError::new(
+                PluginErrorKind::Panicked,
+                format!("panicked in {what}: {msg}"),
+            ))
+        }
+    }
+}
+
+/// A string accessor that must not unwind: a panic gives `fallback`.
+fn guarded_str(f: impl FnOnce() -> String, fallback: &str) -> RString {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(s) => s.into(),
+        Err(_) => fallback.into(),
+    }
+}
+
+impl<A: Analysis> PluginInterface for Exported<A> {
+    fn name(&self) -> RString {
+        guarded_str(|| self.0.name().to_owned(), "(name panicked)")
+    }
+
+    fn version(&self) -> RString {
+        guarded_str(|| self.0.version().to_owned(), "")
+    }
+
+    fn description(&self) -> RString {
+        guarded_str(|| self.0.description().to_owned(), "(description panicked)")
+    }
+
+    fn usage(&self) -> RString {
+        guarded_str(|| self.0.usage().to_owned(), "(usage panicked)")
+    }
+
+    fn run(&self, host: HostRef<'_>, args: RSlice<'_, RString>) -> RResult<Table, PluginError> {
+        guarded("run", || {
+            let args: Vec<String> = args.iter().map(|a| a.as_str().to_owned()).collect();
+            self.0.run(&Host::new(host), &args)
+        })
+        .into()
+    }
+}
+
+/// Builds the plugin object: what [`crate::export_plugin!`]'s constructor calls. A panic in
+/// `new` is an error, not an unwind into the host.
+#[doc(hidden)]
+pub fn construct<A: Analysis>(new: impl FnOnce() -> A) -> RResult<PluginBox, PluginError> {
+    guarded("the plugin's constructor", || {
+        Ok(PluginInterface_TO::from_value(Exported(new()), TD_Opaque))
+    })
+    .into()
+}
