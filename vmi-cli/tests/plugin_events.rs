@@ -201,12 +201,21 @@ fn check(g: &LiveGuest) {
     // Each row's process is one the guest has, under its name.
     let ps: Vec<(u64, String)> = {
         let out = vmi(&target, &["--format", "json", "ps"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         v.as_array()
             .unwrap()
             .iter()
-            .map(|p| (p["pid"].as_u64().unwrap(), p["name"].as_str().unwrap().to_owned()))
+            .map(|p| {
+                (
+                    p["pid"].as_u64().unwrap(),
+                    p["name"].as_str().unwrap().to_owned(),
+                )
+            })
             .collect()
     };
     for r in &table {
@@ -267,7 +276,10 @@ fn check(g: &LiveGuest) {
         .all(|r| r.pid == Some(u64::from(w.pid)) && r.count > 0));
     let named: Vec<u64> = table.iter().map(|r| r.count).collect();
     assert!(named[0].abs_diff(named[1]) <= 1, "alternating: {table:?}");
-    eprintln!("syscall-count --pid {} openat close, 2 s: {table:?} ({stderr})", w.pid);
+    eprintln!(
+        "syscall-count --pid {} openat close, 2 s: {table:?} ({stderr})",
+        w.pid
+    );
     assert!(running(g), "the guest runs after the timed run");
 
     // Without a bound the host refuses before setting anything.
@@ -332,7 +344,11 @@ fn a_plugin_of_api_1_0_still_loads_and_runs() {
         .args(["--format", "json", "plugin", "info", lib])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let info: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["name"], "api-1.0");
     assert_eq!(info["api_version"], "1.0.0");
@@ -345,9 +361,15 @@ fn a_plugin_of_api_1_0_still_loads_and_runs() {
         assert!(out.status.success(), "{extra:?}: {stderr}");
         assert!(!stderr.contains("events"), "not an event run: {stderr}");
         let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(doc["columns"], serde_json::json!(["os_kind", "kernel_base"]));
+        assert_eq!(
+            doc["columns"],
+            serde_json::json!(["os_kind", "kernel_base"])
+        );
         assert_eq!(doc["rows"][0][0], "linux", "{doc}");
-        assert!(doc["rows"][0][1].as_str().unwrap().starts_with("0xffff"), "{doc}");
+        assert!(
+            doc["rows"][0][1].as_str().unwrap().starts_with("0xffff"),
+            "{doc}"
+        );
     }
 }
 

@@ -125,11 +125,7 @@ pub trait PluginInterface: Send + Sync {
     }
 
     /// [`Analysis::finish`].
-    fn finish(
-        &mut self,
-        host: HostRef<'_>,
-        summary: &EventSummary,
-    ) -> RResult<Table, PluginError> {
+    fn finish(&mut self, host: HostRef<'_>, summary: &EventSummary) -> RResult<Table, PluginError> {
         let _ = (host, summary);
         RResult::RErr(PluginError::failed(
             "the plugin (vmi-plugin-api 1.0) knows no events",
@@ -212,11 +208,7 @@ impl<A: Analysis> PluginInterface for Exported<A> {
         guarded("on_event", || self.0.on_event(&Host::new(host), event)).into()
     }
 
-    fn finish(
-        &mut self,
-        host: HostRef<'_>,
-        summary: &EventSummary,
-    ) -> RResult<Table, PluginError> {
+    fn finish(&mut self, host: HostRef<'_>, summary: &EventSummary) -> RResult<Table, PluginError> {
         guarded("finish", || self.0.finish(&Host::new(host), summary)).into()
     }
 }

@@ -230,7 +230,7 @@ impl LoadedPlugin {
             PluginObject::V1_0(p) => p.run(host, args.as_slice().into()),
         }
         .into_result()
-            .map_err(|e| self.plugin_error(e))?;
+        .map_err(|e| self.plugin_error(e))?;
         self.check_table(table)
     }
 

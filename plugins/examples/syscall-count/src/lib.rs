@@ -83,8 +83,7 @@ impl SyscallCount {
                 } else {
                     Cell::text(k.syscall.as_str())
                 },
-                k.nr
-                    .and_then(|nr| i64::try_from(nr).ok())
+                k.nr.and_then(|nr| i64::try_from(nr).ok())
                     .map_or(Cell::Empty, Cell::int),
                 Cell::int(i64::try_from(n).unwrap_or(i64::MAX)),
             ]);
