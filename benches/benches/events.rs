@@ -123,8 +123,6 @@ impl RawClient {
         }
         assert!(answered, "the gdbstub at {path} does not answer");
         c.stream.set_read_timeout(Some(STOP_TIMEOUT)).unwrap();
-        c.send(&[b"+".as_slice(), &frame(&format!("Z0,{breakpoint:x},1"))].concat());
-        while c.packet() != b"OK" {}
         // The threads, for the step frames: one or more per reply, `l` at the end.
         let mut request = frame("qfThreadInfo");
         while c.z0_vcont.len() < 64 {
@@ -147,6 +145,45 @@ impl RawClient {
         }
         assert!(!c.z0_vcont.is_empty(), "qfThreadInfo lists no thread");
         c
+    }
+
+    /// Connects and inserts the breakpoint the events stop on.
+    fn with_breakpoint(path: &str, breakpoint: u64) -> RawClient {
+        let mut c = RawClient::connect(path, breakpoint);
+        assert_eq!(c.request(&format!("Z0,{breakpoint:x},1")), b"OK");
+        c
+    }
+
+    /// One request, its reply (not for requests that let the VM run).
+    fn request(&mut self, data: &str) -> Vec<u8> {
+        self.send(&[b"+".as_slice(), &frame(data)].concat());
+        self.packet().to_vec()
+    }
+
+    /// One watchpoint event (the watchpoint inserted, the VM stopped): continue, wait for
+    /// the stop, read the registers.
+    fn watch_event(&mut self) -> usize {
+        self.send(b"+$c#63");
+        self.stop_thread();
+        let g = std::mem::take(&mut self.g);
+        self.send(&g);
+        self.g = g;
+        self.packet().len()
+    }
+
+    /// One single step of `step` (`+$vCont;s:TID#cs`) and a register read.
+    fn step_event(&mut self, step: &[u8]) -> usize {
+        self.send(step);
+        self.stop_thread();
+        let g = std::mem::take(&mut self.g);
+        self.send(&g);
+        self.g = g;
+        self.packet().len()
+    }
+
+    /// Detaches (`D;1`) from a stopped VM, which runs on.
+    fn detach_stopped(mut self) {
+        assert_eq!(self.request("D;1"), b"OK");
     }
 
     fn send(&mut self, bytes: &[u8]) {
@@ -407,7 +444,7 @@ fn live_events(c: &mut Criterion) {
     // 1 and 2: the floor, then the library, back to back.
     let mut group = c.benchmark_group("events_breakpoint_openat");
     configure(&mut group);
-    let mut raw = RawClient::connect(&gdb_path, openat.raw());
+    let mut raw = RawClient::with_breakpoint(&gdb_path, openat.raw());
     let mut raw_time = Duration::ZERO;
     let before = counter();
     group.bench_function("raw_protocol_floor", |b| {
@@ -472,7 +509,7 @@ fn live_events(c: &mut Criterion) {
         let (mut raw_sum, mut lib_sum) = ((0u64, Duration::ZERO), (0u64, Duration::ZERO));
         let mut lib_timings = Vec::new();
         for round in 0..INTERLEAVED_ROUNDS {
-            let mut raw = RawClient::connect(&gdb_path, openat.raw());
+            let mut raw = RawClient::with_breakpoint(&gdb_path, openat.raw());
             raw.event(); // the first stop: its run started at the connection
             let t = Instant::now();
             for _ in 0..INTERLEAVED_EVENTS {
@@ -515,11 +552,29 @@ fn live_events(c: &mut Criterion) {
         );
     }
 
+    // 3. A write watchpoint on the loop's counter (one write per iteration): the floor
+    // (c -> stop -> g), then the library, filtered to the loop's page-table roots (the other
+    // processes of the same binary would write that VA too; none runs).
+    let mut group = c.benchmark_group("events_watchpoint_counter");
+    configure(&mut group);
+    let mut raw = RawClient::connect(&gdb_path, openat.raw());
+    assert_eq!(raw.request(&format!("Z2,{:x},8", loop_wl.counter)), b"OK");
+    let (mut raw_watch_n, mut raw_watch_time) = (0u64, Duration::ZERO);
+    group.bench_function("raw_protocol_floor", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                black_box(raw.watch_event());
+            }
+            let d = t.elapsed();
+            raw_watch_n += iters;
+            raw_watch_time += d;
+            d
+        })
+    });
+    assert_eq!(raw.request(&format!("z2,{:x},8", loop_wl.counter)), b"OK");
+    raw.detach_stopped();
     let session = event_session(&g);
-
-    // 3. A write watchpoint on the loop's counter (one write per iteration), filtered to the
-    // loop's page-table roots (the other processes of the same binary would write that VA
-    // too; none runs).
     let mut events = Events::new(&session).expect("events");
     events.record_timings();
     events
@@ -530,8 +585,6 @@ fn live_events(c: &mut Criterion) {
             Filter::roots(loop_roots),
         )
         .expect("watch");
-    let mut group = c.benchmark_group("events_watchpoint_counter");
-    configure(&mut group);
     let (mut watch_n, mut watch_time) = (0u64, Duration::ZERO);
     group.bench_function("events_next", |b| {
         b.iter_custom(|iters| {
@@ -558,15 +611,48 @@ fn live_events(c: &mut Criterion) {
     let watch_handling = median(events.timings());
     let watch_stats = events.stats();
     events.finish().expect("finish");
-    eprintln!(
-        "events bench: watchpoint {:.0} events/s over {watch_n} (timings median {:.0} us, \
-         {watch_stats:?})",
+    drop(session);
+    let (raw_watch, lib_watch) = (
+        raw_watch_n as f64 / raw_watch_time.as_secs_f64(),
         watch_n as f64 / watch_time.as_secs_f64(),
-        us(watch_handling)
+    );
+    eprintln!(
+        "events bench: watchpoint floor {raw_watch:.0} events/s over {raw_watch_n}, Events \
+         {lib_watch:.0} events/s over {watch_n} (timings median {:.0} us, {watch_stats:?}); \
+         ratio {:.3}",
+        us(watch_handling),
+        lib_watch / raw_watch
     );
 
-    // 4. Single steps of the vCPU stopped on the open path (the breakpoint removed after the
-    // first hit: from there on every stop is a step, through the kernel and the user loop).
+    // 4. Single steps of the vCPU stopped on the open path, the breakpoint removed after the
+    // hit: from there on every stop is a step (through the kernel and the user loop). The
+    // floor (vCont;s:TID -> stop -> g), then the library.
+    let mut group = c.benchmark_group("events_single_step");
+    configure(&mut group);
+    let mut raw = RawClient::with_breakpoint(&gdb_path, openat.raw());
+    raw.send(b"+$c#63");
+    let tid = raw.stop_thread();
+    assert_eq!(raw.request(&format!("z0,{:x},1", openat.raw())), b"OK");
+    let step_frame = [
+        b"+".as_slice(),
+        &frame(&format!("vCont;s:{}", String::from_utf8_lossy(&tid))),
+    ]
+    .concat();
+    let (mut raw_steps, mut raw_step_time) = (0u64, Duration::ZERO);
+    group.bench_function("raw_protocol_floor", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                black_box(raw.step_event(&step_frame));
+            }
+            let d = t.elapsed();
+            raw_steps += iters;
+            raw_step_time += d;
+            d
+        })
+    });
+    raw.detach_stopped();
+    let session = event_session(&g);
     let mut events = Events::new(&session).expect("events");
     let hook = events.break_at(openat, Filter::any()).expect("break_at");
     let first = events
@@ -575,8 +661,6 @@ fn live_events(c: &mut Criterion) {
         .expect("openat is called");
     events.remove(hook).expect("remove the hook");
     let vcpu = first.vcpu;
-    let mut group = c.benchmark_group("events_single_step");
-    configure(&mut group);
     let (mut steps, mut step_time) = (0u64, Duration::ZERO);
     let mut last_rip = first.registers.rip;
     let mut moved = 0u64;
@@ -596,12 +680,19 @@ fn live_events(c: &mut Criterion) {
     });
     group.finish();
     events.finish().expect("finish");
+    drop(session);
     assert!(moved > 0, "the steps moved RIP");
+    let (raw_step, lib_step) = (
+        raw_steps as f64 / raw_step_time.as_secs_f64(),
+        steps as f64 / step_time.as_secs_f64(),
+    );
     eprintln!(
-        "events bench: single-step {:.0} steps/s over {steps} ({moved} changed RIP)",
-        steps as f64 / step_time.as_secs_f64()
+        "events bench: single-step floor {raw_step:.0} steps/s over {raw_steps}, Events \
+         {lib_step:.0} steps/s over {steps} ({moved} changed RIP); ratio {:.3}",
+        lib_step / raw_step
     );
 
+    let session = event_session(&g);
     // 5. Pause, both vCPUs' registers, resume (the guest running in between: 1 ms, untimed).
     let control = session.control_handle().expect("VmControl");
     let vcpus = session.vcpu_count();
