@@ -728,7 +728,15 @@ fn live_events(c: &mut Criterion) {
     drop(control);
     drop(session);
 
-    let back = loop_rate(Duration::from_millis(500));
+    // Other load on the host changes the guest's speed too: a few tries before concluding
+    // that something of ours is still armed.
+    let mut back = 0.0f64;
+    for _ in 0..4 {
+        back = back.max(loop_rate(Duration::from_millis(500)));
+        if back > unhooked * 0.5 {
+            break;
+        }
+    }
     eprintln!("events bench: open loop after the events {back:.0}/s (before {unhooked:.0}/s)");
     assert!(
         raw_progress > 0,
