@@ -567,7 +567,7 @@ mod tests {
             StopReply::parse("T05thread:p01.01;watch:ffffffff8a82f0;")
                 .unwrap()
                 .watch,
-            Some((WatchKind::Write, 0xffff_ffff_8a82f0))
+            Some((WatchKind::Write, 0x00ff_ffff_ff8a_82f0))
         );
         assert_eq!(
             StopReply::parse("T05thread:01;awatch:10;").unwrap().watch,

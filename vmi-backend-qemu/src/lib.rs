@@ -1022,6 +1022,11 @@ impl EventSource for QemuControl {
     }
 
     fn wait(&self, timeout: Duration) -> Result<Option<Stop>, EventError> {
+        // A signal that arrived while the guest was stopped (no read to interrupt) ends the
+        // loop here, before the guest runs again.
+        if let Some(signal) = sys::pending_signal() {
+            return Err(EventError::Interrupted { signal });
+        }
         self.set_event_stop(false);
         let deadline = Instant::now() + timeout;
         let stop = self.with_gdb("waiting for the guest to stop", |gdb, _| {
@@ -1091,6 +1096,11 @@ impl EventSource for QemuControl {
         };
         let paused = self.lock().paused.is_some();
         if !paused {
+            if sys::pending_signal().is_some() {
+                // The process is about to die of the signal: detach (QEMU keeps no
+                // breakpoint of a detached client) and leave the run state as the user had it.
+                self.restore();
+            }
             sys::restore_and_reraise();
         }
         result?;

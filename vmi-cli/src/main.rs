@@ -109,6 +109,15 @@ enum Command {
     DumpFile(commands::page_cache::DumpFileArgs),
     /// Third-party analysis plugins: run PATH.so [-- ARGS] | info PATH.so | list.
     Plugin(commands::plugin::Args),
+    /// Live tracing, streamed: exec (process creation and exec), open (file opens),
+    /// syscalls [NAMES]; --pid N, --count N, --duration S.
+    Trace(commands::events::TraceArgs),
+    /// Stop at a kernel symbol or address at each hit, print the vCPU, thread, registers and
+    /// stack, and go on; --pid N, --count N, --duration S.
+    Break(commands::events::BreakArgs),
+    /// Report each access to LEN bytes at ADDR (--kind write|read|access; --pid N for a
+    /// user address), with the accessing thread and RIP.
+    Watch(commands::events::WatchArgs),
 }
 
 impl Command {

@@ -450,15 +450,22 @@ impl<'s> Events<'s> {
 
     /// A one-shot hook on the return of the function the vCPU of `event` has just entered
     /// (x86-64: the return address is at RSP on entry; the hook accepts only that frame,
-    /// RSP + 8, on the same page-table root).
+    /// RSP + 8). A kernel stack (upper half) belongs to one thread, whatever address space
+    /// it returns in (a successful `execve` returns on a new one); a user stack address is
+    /// matched on the same page-table root.
     pub fn break_on_return(&mut self, event: &Event) -> Result<HookId, EventError> {
         let regs = &event.registers;
         let memory = self
             .session
             .virtual_memory(PagingMode::from_registers(regs));
         let ret = memory.read_va(Va::new(regs.rsp))?;
+        let kernel_stack = regs.rsp >> 63 == 1;
         let filter = Filter {
-            roots: vec![root_frame(Pa::new(regs.cr3))],
+            roots: if kernel_stack {
+                Vec::new()
+            } else {
+                vec![root_frame(Pa::new(regs.cr3))]
+            },
             stack_pointer: Some(regs.rsp.wrapping_add(8)),
         };
         self.break_inner(ret, filter, true)

@@ -10,7 +10,7 @@ use vmi_core::os::{
 };
 use vmi_core::registry::{BoxError, OsDetector};
 use vmi_core::{
-    AddressSpace, Confidence, DetectOptions, Detection, OsError, OsInfo, OsProfile, Partial,
+    AddressSpace, Confidence, DetectOptions, Detection, OsError, OsInfo, OsProfile, Pa, Partial,
     Profile, Session, Va,
 };
 
@@ -237,6 +237,19 @@ impl Processes for LinuxOs {
         let process =
             crate::find_process(session, &self.kernel, pid).map_err(|e| self.neutral(e))?;
         crate::process_space(session, &self.kernel, &process).map_err(|e| self.neutral(e))
+    }
+
+    /// `mm->pgd`, and the page after it on a kernel built with PTI (`pti_init` in its
+    /// symbols): such a kernel allocates PGDs in pairs and runs user mode on the second
+    /// (`pgd + 0x1000`) when PTI is on; when it is off the second page is unused, so
+    /// accepting it never matches another process.
+    fn address_space_roots(&self, session: &Session, pid: u32) -> Result<Vec<Pa>, OsError> {
+        let root = self.process_space(session, pid)?.root;
+        let mut roots = vec![root];
+        if self.kernel.symbol("pti_init").is_ok() && root.raw() & 0x1fff == 0 {
+            roots.push(Pa::new(root.raw() | 0x1000));
+        }
+        Ok(roots)
     }
 }
 

@@ -164,8 +164,8 @@ fn trace_points_resolve_for_every_kind() {
             let want: Vec<(&str, &str, bool)> = match kind {
                 TraceKind::Exec => vec![
                     ("wake_up_new_task", "fork", false),
-                    ("__x64_sys_execve", "exec", true),
-                    ("__x64_sys_execveat", "exec", true),
+                    ("__x64_sys_execve", "exec", false),
+                    ("__x64_sys_execveat", "exec", false),
                 ],
                 TraceKind::Open => vec![("do_sys_openat2", "open", true)],
                 TraceKind::Syscalls { names } if names.is_empty() => {

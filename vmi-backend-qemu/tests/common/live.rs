@@ -216,7 +216,10 @@ impl LiveGuest {
         s.write_all(format!("run {args}\n").as_bytes()).unwrap();
         let line = self
             .wait_serial(Duration::from_secs(30), |t| {
-                t.lines()
+                // Complete lines only: the console may be caught mid-line.
+                let complete = &t[..t.rfind('\n').map_or(0, |i| i + 1)];
+                complete
+                    .lines()
                     .filter(|l| l.starts_with("VMI-WORKLOAD "))
                     .nth(before)
                     .map(str::to_owned)

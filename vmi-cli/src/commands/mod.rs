@@ -1,5 +1,6 @@
 //! One module per command; `run` opens the session and dispatches.
 
+pub mod events;
 pub mod info;
 pub mod integrity;
 pub mod lsof;
@@ -45,9 +46,16 @@ pub fn run(cli: &Cli) -> Result<(), BoxError> {
         // An export needs the whole profile, which only discovery (or --symbols) gives.
         // Plugins may look up any symbol or type: they get the full profile too. Integrity
         // checks name addresses by the nearest symbol, which needs all of them.
+        // Live tracing decodes stops with whatever the OS profile needs, mid-stream: a
+        // command cannot start over with more, so it starts with all of it.
         full_profile: matches!(
             cli.command,
-            Command::IsfExport(_) | Command::Plugin(_) | Command::Integrity(_)
+            Command::IsfExport(_)
+                | Command::Plugin(_)
+                | Command::Integrity(_)
+                | Command::Trace(_)
+                | Command::Break(_)
+                | Command::Watch(_)
         ),
         exhaustive: false,
     };
@@ -131,6 +139,9 @@ fn dispatch(cli: &Cli, session: &Session, profiles: &[Profile]) -> Result<(), Bo
         Command::Files => page_cache::files(&ctx),
         Command::DumpFile(args) => page_cache::dump_file(&ctx, args),
         Command::Plugin(args) => plugin::run(&ctx, args),
+        Command::Trace(args) => events::trace(&ctx, args),
+        Command::Break(args) => events::breakpoint(&ctx, args),
+        Command::Watch(args) => events::watch(&ctx, args),
     }
 }
 

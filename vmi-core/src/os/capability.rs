@@ -2,7 +2,7 @@
 //! hands out the ones it can answer ([`super::OsProfile::processes`], ...); one it cannot
 //! answer is absent, and [`crate::Session::os_capability`] turns that into a clear error.
 
-use crate::addr::Va;
+use crate::addr::{Pa, Va};
 use crate::arch::AddressSpace;
 use crate::error::OsError;
 use crate::profile::Profile;
@@ -23,6 +23,13 @@ pub trait Processes {
     fn processes(&self, session: &Session) -> Result<Partial<Process>, OsError>;
     /// The address space process `pid` runs in.
     fn process_space(&self, session: &Session, pid: u32) -> Result<AddressSpace, OsError>;
+
+    /// Every page-table root (CR3 without PCID bits) a vCPU running process `pid` may have,
+    /// for event filters: the root of [`Processes::process_space`], and any the OS switches
+    /// to in user mode (Linux PTI's user PGD).
+    fn address_space_roots(&self, session: &Session, pid: u32) -> Result<Vec<Pa>, OsError> {
+        Ok(vec![self.process_space(session, pid)?.root])
+    }
 }
 
 /// The threads of a process.

@@ -27,7 +27,8 @@ pub struct TracePoint {
     pub symbol: String,
     /// Its address.
     pub addr: Va,
-    /// The record a stop here starts (`exec`, `fork`, `open`, `syscall`).
+    /// The record a stop here starts (`exec`, `fork`, `open`, `syscall`; `break` for any
+    /// other address, whose record names only the stopped thread).
     pub event: &'static str,
     /// Whether the record is completed at the function's return (its result).
     pub on_return: bool,

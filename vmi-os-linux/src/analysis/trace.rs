@@ -109,6 +109,8 @@ enum Point {
     /// `__x64_sys_NAME`, traced by name.
     Named(String),
     AnySyscall,
+    /// Any other address (`vmi break`): the record names the stopped thread only.
+    Break,
 }
 
 impl Point {
@@ -128,6 +130,7 @@ impl Point {
             ("open", OPEN) => Some(Point::Open),
             ("syscall", ANY_SYSCALL) => Some(Point::AnySyscall),
             ("syscall", _) => named(),
+            ("break", _) => Some(Point::Break),
             _ => None,
         };
         found.ok_or_else(|| TraceError::UnknownPoint {
@@ -276,10 +279,14 @@ impl Tracer {
             })
         };
         Ok(match kind {
+            // Exec records are complete at the entry: a successful execve returns on the new
+            // program's first run, past the point a return breakpoint matches (measured on
+            // live 6.1 and 6.12 guests: it never fired), and a return breakpoint's shared
+            // site stops the guest on every system call return meanwhile.
             TraceKind::Exec => vec![
                 point(FORK, "fork", false)?,
-                point(EXECVE, "exec", true)?,
-                point(EXECVEAT, "exec", true)?,
+                point(EXECVE, "exec", false)?,
+                point(EXECVEAT, "exec", false)?,
             ],
             TraceKind::Open => match point(OPENAT2, "open", true) {
                 Ok(p) => vec![p],
@@ -396,6 +403,7 @@ impl Tracer {
                 record.args = Some(f.args.to_vec());
                 record.context = f.at.raw();
             }
+            Point::Break => {}
         }
         Ok(record)
     }
@@ -410,8 +418,8 @@ impl Tracer {
         regs: &X86Registers,
     ) -> Result<(), TraceFailure> {
         match Point::of(point)? {
-            // wake_up_new_task returns nothing.
-            Point::Fork => {}
+            // wake_up_new_task returns nothing; a bare breakpoint has no result.
+            Point::Fork | Point::Break => {}
             Point::AnySyscall => {
                 // do_syscall_64 returns void (6.1) or whether to return by sysret (6.12):
                 // the system call's result is in the frame.
