@@ -52,13 +52,15 @@ pub use arch::{
     Translation, WalkStep,
 };
 pub use cache::{PageCache, Tlb};
-pub use error::{EventError, MemoryError, OsError, ProfileError, SessionError, TranslationError, VcpuError};
+pub use error::{
+    EventError, MemoryError, OsError, ProfileError, SessionError, TranslationError, VcpuError,
+};
+pub use event::{Event, EventKind, EventSource, Events, Filter, WatchKind};
 pub use memory::{MemoryRegion, PhysicalMemory, PhysicalMemoryExt, PhysicalMemoryWrite};
 pub use os::{Confidence, DetectOptions, Detection, OsInfo, OsProfile, Partial};
 pub use profile::Profile;
 pub use registry::{BoxError, OpenOptions};
 pub use session::{HintedModule, KernelHints, Session, Target, TargetBuilder};
-pub use event::{Event, EventKind, EventSource, Events, Filter, WatchKind};
 pub use vcpu::{
     Register, RegisterSource, SegmentRegister, VcpuRegisters, VcpuRegistersWrite, VmControl,
     X86Registers,

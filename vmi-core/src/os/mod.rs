@@ -27,9 +27,9 @@ use std::any::Any;
 use std::path::PathBuf;
 
 pub use capability::{
-    IntegrityChecks, IsfExport, KernelLog, KernelModules, KernelSymbols, MemoryRegions, Mounts,
-    Namespaces, OpenFiles, PageCache, ProcessArguments, ProcessCredentials, ProcessModules,
-    KernelTracing, Processes, Sockets, SymbolTableExport, Threads,
+    IntegrityChecks, IsfExport, KernelLog, KernelModules, KernelSymbols, KernelTracing,
+    MemoryRegions, Mounts, Namespaces, OpenFiles, PageCache, ProcessArguments, ProcessCredentials,
+    ProcessModules, Processes, Sockets, SymbolTableExport, Threads,
 };
 pub use model::{
     process_tree, Detail, Details, LogRecord, Module, Process, Region, Thread, TreeNode,
