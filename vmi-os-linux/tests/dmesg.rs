@@ -90,10 +90,18 @@ fn dmesg_matches_the_serial_console() {
                 let console_jump = serial.windows(2).any(|s| {
                     s[0].0 == w[0].timestamp_ns / 1000 && s[1].0 == w[1].timestamp_ns / 1000
                 });
+                // Records of two CPUs stored back to back carry each CPU's own local_clock,
+                // which may lag the other's by a little (seen on the 2-vCPU systemd guest:
+                // 4.7 ms, in records the console never printed).
+                let cross_cpu_skew = w[0].timestamp_ns - w[1].timestamp_ns < 50_000_000;
                 assert!(
-                    console_jump,
+                    console_jump || cross_cpu_skew,
                     "{}: seq {} at {} then seq {} at {}, not on the console",
-                    g.name, w[0].seq, w[0].timestamp_ns, w[1].seq, w[1].timestamp_ns
+                    g.name,
+                    w[0].seq,
+                    w[0].timestamp_ns,
+                    w[1].seq,
+                    w[1].timestamp_ns
                 );
             }
         }
