@@ -50,6 +50,34 @@
 //! A process killed with SIGKILL while the guest is paused leaves it paused (`cont` on the QMP
 //! socket resumes it).
 //!
+//! # Events
+//!
+//! [`EventSource`] over the same gdbstub: `Z0`/`z0` breakpoints, `Z2`/`Z3`/`Z4` write, read
+//! and access watchpoints, `vCont;s:TID` to step one vCPU while the others stay stopped, stop
+//! replies parsed for the vCPU and the watched address (`T05thread:p01.02;watch:ADDR;`), `\x03`
+//! to stop (an event reply already on its way is kept: QEMU ignores a `\x03` that finds it
+//! stopped). The library's loop (`vmi_core::event::Events`) does the step-over, filters and
+//! cleanup. What QEMU 7.2 under TCG does (`../shared/notes/events.md`, and measured here):
+//!
+//! - Every breakpoint or step stop flushes QEMU's whole translation cache: a breakpoint
+//!   event costs ~12 ms of guest retranslation on a hot path, whatever the client does.
+//! - A breakpoint is re-reported forever unless stepped over; the removal must be answered
+//!   before the step is sent (pipelined, 7.2 ran the step with the breakpoint still in place).
+//! - Breakpoints and watchpoints are on virtual addresses in every address space: a user
+//!   address hook matches every process (the loop filters by CR3); and all-stop reports one
+//!   stop at a time, so a watchpoint write by another vCPU in the same instant is not reported
+//!   (its access is complete): watch an address only one process writes.
+//! - Closing the connection leaves breakpoints in QEMU, so the backend removes them and
+//!   detaches (`D;1`) before a signal ends the process.
+//! - Seen once, not understood: tracing every system call of a 2-vCPU 5-level guest, QEMU
+//!   itself exited (the gdbstub and QMP sockets closed) after a few Ctrl-C'd runs.
+//!
+//! Under KVM (not testable here: QEMU aborts on this host's KVM), the same protocol means
+//! other mechanics: `Z0` writes a `0xCC` into guest memory (the guest can see it, and kernel
+//! text patching can collide with it), `Z1` uses the four debug registers DR0-DR3 (so at most
+//! four hardware breakpoints and watchpoints together, lengths 1/2/4/8 aligned), single-step
+//! uses the trap flag, and no translation cache is flushed, so events are far cheaper.
+//!
 //! # Coherence
 //!
 //! The backend caches nothing but the registers of a paused guest (dropped on resume); reads
