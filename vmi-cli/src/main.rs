@@ -110,7 +110,7 @@ enum Command {
     /// Third-party analysis plugins: run PATH.so [-- ARGS] | info PATH.so | list.
     Plugin(commands::plugin::Args),
     /// Live tracing, streamed: exec (process creation and exec), open (file opens),
-    /// syscalls [NAMES]; --pid N, --count N, --duration S.
+    /// syscalls (all, or the NAMES given); --pid N, --count N, --duration S.
     Trace(commands::events::TraceArgs),
     /// Stop at a kernel symbol or address at each hit, print the vCPU, thread, registers and
     /// stack, and go on; --pid N, --count N, --duration S.
