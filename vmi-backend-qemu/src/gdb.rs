@@ -335,12 +335,7 @@ impl Gdb {
     /// Executes one instruction on vCPU `index` alone (`vCont;s:TID`: the others stay
     /// stopped; a plain `s` would let them run) and returns its stop reply.
     pub fn step(&mut self, index: usize) -> Result<StopReply, QemuError> {
-        let Some(thread) = self.threads.get(index).cloned() else {
-            return Err(QemuError::Gdb {
-                request: format!("step vCPU {index}"),
-                reply: format!("the stub lists {} vCPUs", self.threads.len()),
-            });
-        };
+        let thread = self.thread(index, || format!("step vCPU {index}"))?;
         let request = format!("vCont;s:{thread}");
         let mut out = Vec::new();
         frame(&request, &mut out);
@@ -353,6 +348,17 @@ impl Gdb {
                 return Ok(stop);
             }
         }
+    }
+
+    /// The thread id of vCPU `index`, or an error for `doing` naming how many there are.
+    fn thread(&self, index: usize, doing: impl FnOnce() -> String) -> Result<String, QemuError> {
+        self.threads
+            .get(index)
+            .cloned()
+            .ok_or_else(|| QemuError::Gdb {
+                request: doing(),
+                reply: format!("the stub lists {} vCPUs", self.threads.len()),
+            })
     }
 
     /// The vCPU index of a stop reply's thread (vCPU 0 when it names none).
@@ -387,12 +393,7 @@ impl Gdb {
         number: u32,
         value: u64,
     ) -> Result<(), QemuError> {
-        let Some(thread) = self.threads.get(index).cloned() else {
-            return Err(QemuError::Gdb {
-                request: format!("write a register of vCPU {index}"),
-                reply: format!("the stub lists {} vCPUs", self.threads.len()),
-            });
-        };
+        let thread = self.thread(index, || format!("write a register of vCPU {index}"))?;
         let hex: String = value
             .to_le_bytes()
             .iter()
@@ -444,12 +445,7 @@ impl Gdb {
 
     /// The raw `g` payload (hex) of vCPU `index` alone (one pipelined `Hg`/`g`). Stopped stub.
     pub fn read_registers(&mut self, index: usize) -> Result<String, QemuError> {
-        let Some(thread) = self.threads.get(index).cloned() else {
-            return Err(QemuError::Gdb {
-                request: format!("registers of vCPU {index}"),
-                reply: format!("the stub lists {} vCPUs", self.threads.len()),
-            });
-        };
+        let thread = self.thread(index, || format!("registers of vCPU {index}"))?;
         let mut replies = self.pipeline(&[format!("Hg{thread}"), "g".to_owned()])?;
         let g = replies.pop().unwrap_or_default();
         if replies.first().map(String::as_str) != Some("OK") || g.starts_with('E') || g.is_empty() {

@@ -43,6 +43,8 @@ pub mod profile;
 pub mod registry;
 pub mod serde_hex;
 pub mod session;
+#[cfg(test)]
+mod test_support;
 pub mod vcpu;
 pub mod virt;
 

@@ -298,34 +298,7 @@ mod tests {
     fn empty_entries_never_hit() {
         // Found by fuzzing: an empty entry once matched root u64::MAX with paging disabled.
         let mem = crate::memory::BufferMemory::new(Pa::new(0), vec![0; 4096]);
-        struct Identity;
-        impl Architecture for Identity {
-            fn name(&self) -> &'static str {
-                "identity"
-            }
-            fn translate(
-                &self,
-                _: &dyn PhysicalMemory,
-                _: AddressSpace,
-                va: Va,
-            ) -> Result<Translation, TranslationError> {
-                Ok(Translation {
-                    pa: Pa::new(va.raw()),
-                    size: PageSize::Size4K,
-                    perms: Permissions::ALL,
-                })
-            }
-            fn walk(&self, _: &dyn PhysicalMemory, _: AddressSpace, _: Va) -> PageWalk {
-                unreachable!("not used by this test")
-            }
-            fn for_each_mapping(
-                &self,
-                _: &dyn PhysicalMemory,
-                _: AddressSpace,
-                _: &mut dyn FnMut(Result<Mapping, TranslationError>) -> ControlFlow<()>,
-            ) {
-            }
-        }
+        use crate::test_support::Identity;
         let tlb = Tlb::new(Identity, 2);
         for root in [0, u64::MAX] {
             let space = AddressSpace {

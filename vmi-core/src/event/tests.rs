@@ -3,16 +3,14 @@
 //! watchpoint reports after the access, a step executes one instruction of one vCPU.
 
 use std::collections::BTreeSet;
-use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::arch::{AddressSpace, Architecture, Mapping, PageWalk, Permissions, Translation};
-use crate::error::{TranslationError, VcpuError};
-use crate::memory::{BufferMemory, PhysicalMemory};
+use crate::error::VcpuError;
+use crate::memory::BufferMemory;
 use crate::session::Target;
+use crate::test_support::Identity;
 use crate::vcpu::VcpuRegisters;
-use crate::PageSize;
 
 /// One instruction of a simulated program: its address and the data address it writes.
 #[derive(Clone, Copy)]
@@ -200,41 +198,6 @@ impl VcpuRegisters for Sim {
             cr3: c.cr3,
             ..X86Registers::default()
         })
-    }
-}
-
-struct Identity;
-
-impl Architecture for Identity {
-    fn name(&self) -> &'static str {
-        "identity"
-    }
-    fn translate(
-        &self,
-        _: &dyn PhysicalMemory,
-        _: AddressSpace,
-        va: Va,
-    ) -> Result<Translation, TranslationError> {
-        Ok(Translation {
-            pa: Pa::new(va.raw()),
-            size: PageSize::Size4K,
-            perms: Permissions::ALL,
-        })
-    }
-    fn walk(&self, mem: &dyn PhysicalMemory, space: AddressSpace, va: Va) -> PageWalk {
-        PageWalk {
-            va,
-            space,
-            steps: Vec::new(),
-            result: self.translate(mem, space, va),
-        }
-    }
-    fn for_each_mapping(
-        &self,
-        _: &dyn PhysicalMemory,
-        _: AddressSpace,
-        _: &mut dyn FnMut(Result<Mapping, TranslationError>) -> ControlFlow<()>,
-    ) {
     }
 }
 
